@@ -1,0 +1,59 @@
+# cnnpipe: train a CNN, export it as a quantized TFLite model.  `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+CONFIG ?= configs/default.yaml
+RUN    ?=
+SET    ?=
+BIN     = $(VENV)/bin
+CNNPIPE = $(BIN)/cnnpipe
+ARGS    = --config $(CONFIG) $(if $(RUN),--run $(RUN)) $(foreach s,$(SET),--set $(s))
+STAMP   = $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+## help: list every target with one line each
+help:
+	@grep -E '^## ' $(MAKEFILE_LIST) | sed -e 's/^## /  /' | awk -F': ' '{printf "  %-16s %s\n", $$1, $$2}' | sed 's/^    /  /'
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+## install: create .venv and install the package with its dependencies (done by every target that needs it)
+install: $(STAMP)
+
+## train: ingest, build, train and evaluate CONFIG (default configs/default.yaml); up-to-date stages are skipped
+train: $(STAMP)
+	$(CNNPIPE) run --until evaluate $(ARGS)
+
+## evaluate: evaluate the trained model on the test split (metrics.json, confusion matrix)
+evaluate: $(STAMP)
+	$(CNNPIPE) run --until evaluate $(ARGS)
+
+## export-tflite: convert to float32 + int8 TFLite, check parity, publish exported/<run>/
+export-tflite: $(STAMP)
+	$(CNNPIPE) run --until export $(ARGS)
+
+## fashion-mnist: run every stage on Fashion-MNIST (local IDX files when TFDS cannot download)
+fashion-mnist: $(STAMP)
+	$(CNNPIPE) run --config configs/fashion_mnist.yaml $(foreach s,$(SET),--set $(s))
+
+## test: run the test suite
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## benchmark: measure training, input-pipeline and edge-inference speed; writes benchmarks/results.json
+benchmark: $(STAMP)
+	$(BIN)/python -m tasks.benchmark --out benchmarks/results.json
+
+## clean: remove runs/ and exported bundles (keeps .venv)
+clean:
+	rm -rf runs exported/*/ exported/.[!.]* .pytest_cache
+
+## distclean: clean, and remove .venv
+distclean: clean
+	rm -rf $(VENV) *.egg-info
+
+.PHONY: help install train evaluate export-tflite fashion-mnist test benchmark clean distclean

@@ -1,0 +1,282 @@
+"""One config tree: dataclass defaults, one YAML file, dotted ``--set section.key=value`` overrides.
+
+Every key carries a one-line help text and, where it has one, an allowed range or set of choices.
+Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+
+def opt(default, help: str, *, choices=None, min=None, max=None):
+    """A dataclass field with help text and validation bounds."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    source: str = opt("digits", "digits | tfds:<name> | idx:<dir> | folder:<dir>")
+    image_size: list = opt([], "[height, width] the images are resized to; [] keeps the source size")
+    channels: int = opt(1, "1 (grayscale) or 3 (RGB); images are converted to this", choices=[1, 3])
+    resize: str = opt("resize", "resize (stretch) or pad (keep aspect ratio, pad with black)",
+                      choices=["resize", "pad"])
+    val_fraction: float = opt(0.1, "share of the training pool held out for validation", min=0.01, max=0.5)
+    test_fraction: float = opt(0.2, "share held out for test when the source has no test split",
+                               min=0.01, max=0.5)
+    use_source_splits: bool = opt(True, "keep the train/val/test splits the source defines")
+    seed: int = opt(42, "seed of the stratified split", min=0)
+    dedupe: bool = opt(False, "drop images from val/test whose exact content appears in an earlier split")
+    tfds_dir: str = opt("", "TFDS data directory; empty uses TFDS' default (~/tensorflow_datasets)")
+    fallback: str = opt("", "source used when the primary source is unavailable offline (e.g. idx:<dir>)")
+    shard_size: int = opt(10000, "records per TFRecord shard written by ingest", min=100)
+
+
+@dataclass
+class AugmentConfig:
+    hflip: bool = opt(False, "random horizontal flip")
+    vflip: bool = opt(False, "random vertical flip")
+    rotation: float = opt(0.0, "max rotation as a fraction of a full turn (0.05 = +-18 degrees)", min=0, max=0.5)
+    zoom: float = opt(0.0, "max zoom in/out as a fraction of the size", min=0, max=0.9)
+    translate: float = opt(0.0, "max shift as a fraction of height/width", min=0, max=0.5)
+    contrast: float = opt(0.0, "max contrast change factor", min=0, max=1)
+    brightness: float = opt(0.0, "max brightness change as a fraction of the pixel range", min=0, max=1)
+    cutout: float = opt(0.0, "random erasing: side of the erased square as a fraction of the image", min=0, max=1)
+    mixup: float = opt(0.0, "mixup Beta(alpha, alpha) parameter; 0 disables", min=0, max=10)
+    cutmix: float = opt(0.0, "cutmix Beta(alpha, alpha) parameter; 0 disables", min=0, max=10)
+
+
+@dataclass
+class ModelConfig:
+    preset: str = opt("small", "small (conv blocks below) | lenet5 | resnet8 | conv1d (sequences)",
+                      choices=["small", "lenet5", "resnet8", "conv1d"])
+    filters: list = opt([32, 64], "filters of each conv block (small / conv1d presets)")
+    kernel_size: int = opt(3, "convolution kernel size", min=1, max=15)
+    strides: int = opt(1, "convolution stride", min=1, max=4)
+    padding: str = opt("same", "convolution padding", choices=["same", "valid"])
+    pool_size: int = opt(2, "max-pool size after each block (1 disables)", min=1, max=4)
+    batch_norm: bool = opt(True, "batch normalization after each convolution")
+    dropout: float = opt(0.25, "dropout before each dense layer", min=0, max=0.9)
+    dense: list = opt([128], "units of the hidden dense layers of the head")
+    base_model: str = opt("", "transfer learning: path to a trained .keras model whose final layer is replaced")
+    freeze_base: bool = opt(True, "transfer learning: keep the base model's weights frozen")
+    seed: int = opt(42, "seed of weight initialization", min=0)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = opt(30, "maximum number of epochs", min=1, max=10000)
+    batch_size: int = opt(64, "batch size", min=1, max=65536)
+    learning_rate: float = opt(0.003, "peak learning rate of Adam", min=1e-7, max=10)
+    schedule: str = opt("cosine", "learning-rate schedule", choices=["cosine", "constant"])
+    warmup_epochs: int = opt(1, "linear warm-up epochs before the schedule", min=0)
+    weight_decay: float = opt(0.0, "decoupled weight decay (AdamW when > 0)", min=0, max=1)
+    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy", min=0, max=0.5)
+    patience: int = opt(6, "early stopping: epochs without val-loss improvement", min=1)
+    seed: int = opt(42, "seed of shuffling and augmentation", min=0)
+    deterministic: bool = opt(False, "op determinism: byte-identical results on CPU (slower)")
+    mixed_precision: str = opt("auto", "mixed_float16 on GPU when auto", choices=["auto", "on", "off"])
+    strategy: str = opt("auto", "distribution strategy: auto picks from GPUs and TF_CONFIG",
+                        choices=["auto", "default", "mirrored", "multiworker"])
+    cpu_devices: int = opt(0, "split the CPU into this many logical devices (tests of mirrored)", min=0, max=16)
+    verbose: int = opt(2, "0 silent, 1 progress bar, 2 one line per epoch", choices=[0, 1, 2])
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = opt(256, "batch size of evaluation", min=1)
+
+
+@dataclass
+class ExportConfig:
+    formats: list = opt(["float32", "int8"], "float32 | float16 | dynamic | int8 | int16x8")
+    io_dtype: str = opt("int8", "input/output type of the int8 file", choices=["int8", "uint8"])
+    representative_samples: int = opt(500, "training images used to calibrate quantization", min=1)
+    max_accuracy_drop: float = opt(1.0, "gate: largest allowed accuracy loss of a quantized file, in points",
+                                   min=0, max=100)
+    golden_vectors: int = opt(8, "test inputs saved with their expected outputs for firmware tests", min=1)
+    micro: bool = opt(True, "write the microcontroller bundle (C array, golden vectors, TFLM check)")
+    dest: str = opt("exported", "folder the bundle is published under (<dest>/<run>/)")
+
+
+SECTIONS = {
+    "data": DataConfig,
+    "augment": AugmentConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "export": ExportConfig,
+}
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def section(self, name: str) -> dict:
+        return dataclasses.asdict(getattr(self, name))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp, meta: dict):
+    """Check ``value`` against the field type and bounds; return it converted where that is lossless."""
+    if tp is bool:
+        if isinstance(value, bool):
+            out = value
+        else:
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        out = value
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        out = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        out = value
+    elif tp is list:
+        if isinstance(value, (int, str)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        out = value
+    else:  # pragma: no cover - every field uses one of the types above
+        raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+    choices = meta.get("choices")
+    if choices is not None and out not in choices:
+        raise ConfigError(f"{key}: {out!r} is not one of {', '.join(map(str, choices))}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and out < lo:
+        raise ConfigError(f"{key}: {out!r} is below the minimum {lo}")
+    if hi is not None and out > hi:
+        raise ConfigError(f"{key}: {out!r} is above the maximum {hi}")
+    return out
+
+
+def _fields(cls) -> dict:
+    hints = typing.get_type_hints(cls)
+    return {f.name: (hints[f.name], f.metadata) for f in dataclasses.fields(cls)}
+
+
+def _check_lists(cfg: Config) -> None:
+    """Checks of list values and of keys that depend on each other."""
+    size = cfg.data.image_size
+    if size and (len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                                            for s in size)):
+        raise ConfigError(f"data.image_size: expected [] or [height, width] of positive integers, got {size!r}")
+    for key, values in (("model.filters", cfg.model.filters), ("model.dense", cfg.model.dense)):
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+            raise ConfigError(f"{key}: expected a list of positive integers, got {values!r}")
+    if not cfg.model.filters and cfg.model.preset in ("small", "conv1d"):
+        raise ConfigError("model.filters: needs at least one conv block")
+    known = ("float32", "float16", "dynamic", "int8", "int16x8")
+    bad = [f for f in cfg.export.formats if f not in known]
+    if bad or not cfg.export.formats:
+        raise ConfigError(f"export.formats: {bad or '[]'} not in {', '.join(known)}")
+    if not cfg.data.source.strip():
+        raise ConfigError("data.source: must not be empty")
+
+
+def from_dict(raw: dict | None) -> Config:
+    """Build a validated :class:`Config` from a nested mapping (e.g. parsed YAML)."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError("config: the top level must be a mapping of sections")
+    kwargs = {}
+    for name, values in raw.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"{name}: unknown section (known: {', '.join(SECTIONS)})")
+        values = values or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{name}: expected a mapping of keys")
+        fields = _fields(SECTIONS[name])
+        clean = {}
+        for key, value in values.items():
+            if key not in fields:
+                raise ConfigError(f"{name}.{key}: unknown key (known: {', '.join(fields)})")
+            tp, meta = fields[key]
+            clean[key] = _coerce(f"{name}.{key}", value, tp, meta)
+        kwargs[name] = SECTIONS[name](**clean)
+    cfg = Config(**kwargs)
+    _check_lists(cfg)
+    return cfg
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``section.key=value`` -> (["section", "key"], YAML-parsed value)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item}: expected section.key=value")
+    key, text = item.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set {item}: expected section.key=value")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return parts, value
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"--config {path}: no such file")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "invalid YAML"
+            raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for item in overrides:
+        (section, key), value = parse_override(item)
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raw[section] = {}
+        raw[section][key] = value
+    return from_dict(raw)
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """(key, type, default, help) for every config key, for docs and ``cnnpipe config``."""
+    rows = []
+    defaults = Config()
+    for name, cls in SECTIONS.items():
+        for key, (tp, meta) in _fields(cls).items():
+            default = getattr(getattr(defaults, name), key)
+            extra = ""
+            if meta.get("choices"):
+                extra = f" (one of {', '.join(map(str, meta['choices']))})"
+            rows.append((f"{name}.{key}", _type_name(tp), repr(default), meta["help"] + extra))
+    return rows

@@ -1,0 +1,117 @@
+"""TFLite conversion in every quantization mode and the float-vs-quantized parity figures.
+
+Models are converted with a fixed batch of one (what an edge device runs), so the files hold no dynamic-shape
+ops. Full-integer modes are calibrated on a stratified sample of the training split.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+FILE_NAMES = {fmt: f"model_{fmt}.tflite" for fmt in ("float32", "float16", "dynamic", "int8", "int16x8")}
+QUANTIZED = ("float16", "dynamic", "int8", "int16x8")
+
+
+def representative_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of a stratified sample of ``n`` items (every class in proportion, at least one each)."""
+    rng = np.random.default_rng(seed)
+    n = min(n, len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.maximum(1, np.floor(counts / counts.sum() * n).astype(int))
+    picked = []
+    for cls, q in zip(classes, quota):
+        idx = np.flatnonzero(labels == cls)
+        picked.append(rng.choice(idx, size=min(q, len(idx)), replace=False))
+    picked = np.concatenate(picked)
+    return np.sort(rng.permutation(picked)[:n])
+
+
+def convert(model, fmt: str, rep_images: np.ndarray | None = None, io_dtype: str = "int8") -> bytes:
+    """Convert a Keras model taking raw pixels to TFLite bytes in mode ``fmt``.
+
+    float32: no quantization. float16: float16 weights. dynamic: int8 weights, float activations.
+    int8: every op int8, input/output ``io_dtype`` (int8 or uint8). int16x8: int16 activations, int8 weights.
+    """
+    import tensorflow as tf
+
+    shape = [1, *model.input_shape[1:]]
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="pixels")])
+    def serve(pixels):
+        return model(pixels, training=False)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    if fmt != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if fmt == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif fmt in ("int8", "int16x8"):
+        if rep_images is None or len(rep_images) == 0:
+            raise ValueError(f"{fmt} conversion needs representative images")
+        images = rep_images.astype(np.float32)
+
+        def rep():
+            for image in images:
+                yield [image[None]]
+
+        converter.representative_dataset = rep
+        if fmt == "int8":
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            io = tf.uint8 if io_dtype == "uint8" else tf.int8
+        else:
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+            io = tf.int16
+        converter.inference_input_type = io
+        converter.inference_output_type = io
+    elif fmt != "dynamic" and fmt != "float32":
+        raise ValueError(f"unknown export format {fmt!r}")
+    return converter.convert()
+
+
+def parity(reference_probs: np.ndarray, probs: np.ndarray, labels: np.ndarray, class_names: list) -> dict:
+    """Accuracy of a converted file against the Keras model: overall, per class, and top-1 changes."""
+    ref_pred, pred = reference_probs.argmax(1), probs.argmax(1)
+    acc = float((pred == labels).mean())
+    ref_acc = float((ref_pred == labels).mean())
+    per_class = {}
+    for k, name in enumerate(class_names):
+        mask = labels == k
+        if mask.any():
+            a, r = float((pred[mask] == k).mean()), float((ref_pred[mask] == k).mean())
+            per_class[name] = {"accuracy": round(a, 6), "delta_points": round(100 * (a - r), 4)}
+    return {
+        "accuracy": round(acc, 6),
+        "keras_accuracy": round(ref_acc, 6),
+        "accuracy_drop_points": round(100 * (ref_acc - acc), 4),
+        "top1_changed": round(float((pred != ref_pred).mean()), 6),
+        "max_abs_prob_diff": round(float(np.abs(probs - reference_probs).max()), 6),
+        "per_class": per_class,
+    }
+
+
+def report_markdown(run: str, card: dict) -> str:
+    """``report.md``: the parity table a person reads before flashing a model."""
+    lines = [f"# Export report: {run}", "",
+             f"Keras model test accuracy: {100 * card['keras']['accuracy']:.2f}% "
+             f"on {card['keras']['n_test']} test images; gate: at most "
+             f"{card['gate']['max_accuracy_drop']} points lost by a quantized file.", "",
+             "| file | format | size | accuracy | drop (points) | top-1 changed | max prob diff |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for fmt, f in card["files"].items():
+        p = f["parity"]
+        lines.append(f"| {f['file']} | {fmt} | {f['bytes']:,} B | {100 * p['accuracy']:.2f}% | "
+                     f"{p['accuracy_drop_points']:+.2f} | {100 * p['top1_changed']:.2f}% | "
+                     f"{p['max_abs_prob_diff']:.4f} |")
+    lines += ["", "## Per-class accuracy delta against Keras (points)", "",
+              "| class | " + " | ".join(card["files"]) + " |", "|---|" + "---:|" * len(card["files"])]
+    for name in card["class_names"]:
+        cells = [f"{f['parity']['per_class'].get(name, {}).get('delta_points', 0.0):+.2f}"
+                 for f in card["files"].values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if card.get("micro"):
+        m = card["micro"]
+        lines += ["", "## Microcontroller", "",
+                  f"TFLM tensor arena: {m.get('arena_bytes')} bytes; ops: {', '.join(m.get('ops', []))}; "
+                  f"TFLM matches LiteRT on {m.get('golden_vectors')} golden vectors "
+                  f"(max difference {m.get('max_abs_diff_lsb')} LSB)."]
+    return "\n".join(lines) + "\n"

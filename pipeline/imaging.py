@@ -1,0 +1,81 @@
+"""Image decoding and resizing with numpy and Pillow only.
+
+Training (every data source) and the TensorFlow-free edge runtime both use these functions, so an image is
+decoded, converted and resized on the device exactly as it was for training.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageOps
+
+RESAMPLE = Image.Resampling.BILINEAR
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """[..., H, W, C] uint8 with C in (1, 3, 4) -> C == channels. RGBA is composited on black."""
+    c = image.shape[-1]
+    if c == channels:
+        return image
+    if c == 4:
+        rgb = image[..., :3].astype(np.float32) * (image[..., 3:4].astype(np.float32) / 255.0)
+        image, c = np.rint(rgb).astype(np.uint8), 3
+        if channels == 3:
+            return image
+    if c == 3 and channels == 1:
+        gray = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        return np.rint(gray).clip(0, 255).astype(np.uint8)[..., None]
+    if c == 1 and channels == 3:
+        return np.repeat(image, 3, axis=-1)
+    raise ValueError(f"cannot convert {c} channels to {channels}")
+
+
+def resize_one(image: np.ndarray, size, policy: str = "resize") -> np.ndarray:
+    """Resize one [H, W, C] uint8 image to ``size`` = (h, w): stretch (``resize``) or letterbox (``pad``)."""
+    if not size or tuple(image.shape[:2]) == tuple(size):
+        return image
+    h, w = int(size[0]), int(size[1])
+    pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    if policy == "pad":
+        pil = ImageOps.pad(pil, (w, h), method=RESAMPLE, color=0, centering=(0.5, 0.5))
+    else:
+        pil = pil.resize((w, h), RESAMPLE)
+    out = np.asarray(pil, dtype=np.uint8)
+    return out[..., None] if out.ndim == 2 else out
+
+
+def resize(images: np.ndarray, size, policy: str = "resize") -> np.ndarray:
+    """Resize a batch [N, H, W, C] uint8."""
+    if not size or tuple(images.shape[1:3]) == tuple(size):
+        return images
+    out = np.empty((len(images), int(size[0]), int(size[1]), images.shape[-1]), np.uint8)
+    for i, image in enumerate(images):
+        out[i] = resize_one(image, size, policy)
+    return out
+
+
+def conform(images: np.ndarray, channels: int, size, policy: str = "resize") -> np.ndarray:
+    """Bring a batch to ``channels`` and ``size``; accepts [N, H, W] too."""
+    if images.ndim == 3:
+        images = images[..., None]
+    return resize(to_channels(images, channels), size, policy)
+
+
+def decode_file(path, channels: int) -> np.ndarray:
+    """Decode an image file (JPEG, PNG, BMP, GIF first frame) to [H, W, channels] uint8.
+
+    Raises ``OSError``/``ValueError`` (from Pillow) for unreadable files; callers report and skip them.
+    """
+    with Image.open(path) as pil:
+        pil.load()
+        if pil.mode in ("RGBA", "LA") or (pil.mode == "P" and "transparency" in pil.info):
+            array = np.asarray(pil.convert("RGBA"), dtype=np.uint8)
+        elif pil.mode in ("L", "1", "I;16", "I", "F"):
+            array = np.asarray(pil.convert("L"), dtype=np.uint8)[..., None]
+        else:
+            array = np.asarray(pil.convert("RGB"), dtype=np.uint8)
+    return to_channels(array, channels)
+
+
+def load_image(path, channels: int, size, policy: str = "resize") -> np.ndarray:
+    """Decode and resize one file exactly as the training data was: [H, W, C] uint8."""
+    return resize_one(decode_file(path, channels), size, policy)

@@ -1,0 +1,122 @@
+"""The export stage: convert, audit, check parity with LiteRT, build the bundle, publish it atomically.
+
+The bundle is assembled in a hidden staging folder beside ``exported/<run>/`` and renamed into place only
+after every file passed its audit and the parity gate, so a failed export leaves the previous bundle intact.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import artifacts, data, export, models
+from pipeline.errors import PipelineError
+
+
+def _io_details(edge_model) -> dict:
+    def one(d):
+        return {"dtype": d["dtype"], "shape": d["shape"], "scale": d["scale"], "zero_point": d["zero_point"]}
+    return {"input": one(edge_model.input), "output": one(edge_model.output)}
+
+
+def _convert_all(cfg, model, rep_images, x_test, y_test, ref_probs, class_names, staging: Path) -> dict:
+    from pipeline import audit, edge
+
+    files = {}
+    for fmt in cfg.export.formats:
+        blob = export.convert(model, fmt, rep_images, cfg.export.io_dtype)
+        check = audit.audit(blob, fmt)
+        path = artifacts.write_bytes(staging / export.FILE_NAMES[fmt], blob)
+        runner = edge.EdgeModel(blob)
+        probs = runner.predict(x_test)
+        files[fmt] = {"file": path.name, "bytes": len(blob), "sha256": artifacts.sha256_file(path),
+                      **_io_details(runner), "ops": check["ops"],
+                      "parity": export.parity(ref_probs, probs, y_test, class_names)}
+    return files
+
+
+def _gate(files: dict, max_drop: float) -> list:
+    failures = []
+    for fmt, f in files.items():
+        drop = f["parity"]["accuracy_drop_points"]
+        if fmt in export.QUANTIZED and drop > max_drop:
+            failures.append(f"{f['file']} loses {drop:.2f} accuracy points against the Keras model "
+                            f"(limit export.max_accuracy_drop = {max_drop})")
+    return failures
+
+
+def _card(cfg, run: str, meta: dict, model, keras_acc: float, n_test: int, files: dict, rep_n: int) -> dict:
+    h, w, c = meta["image_shape"]
+    return {
+        "run": run,
+        "class_names": meta["class_names"],
+        "input": {"shape": [1, h, w, c], "image_size": [h, w], "channels": c, "dtype_keras": "float32",
+                  "range": [0, 255], "resize": meta.get("resize", "resize"),
+                  "description": "raw pixels 0..255 (the model rescales itself); quantized files take "
+                                 "round(pixel / scale + zero_point) in their input dtype"},
+        "keras": {"accuracy": keras_acc, "n_test": n_test, "params": models.param_count(model)},
+        "gate": {"max_accuracy_drop": cfg.export.max_accuracy_drop, "passed": True},
+        "representative_samples": rep_n,
+        "files": files,
+    }
+
+
+def export_run(cfg, run_dir: Path, model_path: Path, data_dir: Path, out: Path, dest: Path):
+    meta = data.read_meta(data_dir)
+    names = meta["class_names"]
+    x_train, y_train = data.load_split(data_dir, "train", meta)
+    x_test, y_test = data.load_split(data_dir, "test", meta)
+    model = models.load(model_path, compile=False)
+    ref_probs = model.predict(x_test.astype(np.float32), batch_size=256, verbose=0)
+    keras_acc = float((ref_probs.argmax(1) == y_test).mean())
+    rep_idx = export.representative_sample(y_train, cfg.export.representative_samples, cfg.data.seed)
+
+    staging = dest.parent / f".{dest.name}.staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        files = _convert_all(cfg, model, x_train[rep_idx], x_test, y_test, ref_probs, names, staging)
+        card = _card(cfg, run_dir.name, meta, model, keras_acc, len(y_test), files, len(rep_idx))
+        failures = _gate(files, cfg.export.max_accuracy_drop)
+        if failures:
+            card["gate"]["passed"] = False
+            artifacts.write_text(out / "report_failed.md", export.report_markdown(run_dir.name, card))
+            raise PipelineError(f"export gate failed: {failures[0]}; nothing published, {dest} unchanged "
+                                f"(details: {out / 'report_failed.md'})")
+        _bundle_extras(cfg, card, files, staging, x_test, y_test)
+        artifacts.write_text(staging / "labels.txt", "\n".join(names) + "\n")
+        artifacts.write_json(staging / "model_card.json", card)
+        artifacts.write_text(staging / "report.md", export.report_markdown(run_dir.name, card))
+        artifacts.publish_dir(staging, dest)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    copies = [artifacts.write_bytes(out / name, (dest / name).read_bytes())
+              for name in ("model_card.json", "report.md")]
+    failed = out / "report_failed.md"
+    if failed.exists():
+        failed.unlink()
+    summary = {"published": str(dest), "keras_accuracy": round(keras_acc, 6),
+               **{f"{fmt}_accuracy": f["parity"]["accuracy"] for fmt, f in files.items()},
+               **{f"{fmt}_bytes": f["bytes"] for fmt, f in files.items()}}
+    extra = {"card_sha256": artifacts.sha256_file(dest / "model_card.json"),
+             "representative": {"samples": int(len(rep_idx)), "seed": cfg.data.seed,
+                                "split": "train", "stratified": True}}
+    return copies, summary, extra
+
+
+def _bundle_extras(cfg, card: dict, files: dict, staging: Path, x_test, y_test) -> None:
+    """Microcontroller files and golden vectors for the int8 model; the TensorFlow-free predict script."""
+    from pipeline import edge
+
+    if cfg.export.micro and "int8" in files:
+        from pipeline import micro
+
+        blob = (staging / files["int8"]["file"]).read_bytes()
+        idx = export.representative_sample(y_test, cfg.export.golden_vectors, cfg.data.seed)
+        card["micro"] = micro.write_bundle(blob, x_test[idx], y_test[idx], card["class_names"],
+                                           staging / "micro", cfg.export.golden_vectors)
+        card["micro"]["golden_vectors"] = int(len(idx))
+    edge.write_runtime(staging)

@@ -1,0 +1,165 @@
+"""The five stages as functions of (config, run directory). Each one reads files, writes only under
+``runs/<run>/<stage>/`` and finishes by writing its ``manifest.json``. A stage whose input files and config
+section are unchanged is skipped.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from pipeline import artifacts
+from pipeline.errors import UsageError
+
+ORDER = ("ingest", "build", "train", "evaluate", "export")
+DIRS = {"ingest": "data", "build": "model", "train": "train", "evaluate": "eval", "export": "export"}
+
+
+@dataclass
+class StageResult:
+    stage: str
+    out_dir: Path
+    skipped: bool
+    manifest: dict
+    summary: dict = field(default_factory=dict)
+
+
+def _require(path: Path, stage: str, before: str) -> Path:
+    if not path.exists():
+        raise UsageError(f"{path}: not found; run `cnnpipe {before}` before `cnnpipe {stage}`")
+    return path
+
+
+def _run(stage: str, run_dir: Path, inputs: list, section: dict, work: Callable[[Path], tuple],
+         force: bool = False, extra_ok: Callable[[dict], bool] | None = None) -> StageResult:
+    out_dir = run_dir / DIRS[stage]
+    fp = artifacts.fingerprint(inputs, section)
+    if not force and artifacts.up_to_date(out_dir, fp):
+        manifest = artifacts.read_json(out_dir / "manifest.json")
+        if extra_ok is None or extra_ok(manifest):
+            return StageResult(stage, out_dir, True, manifest, manifest.get("summary", {}))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stale = out_dir / "manifest.json"
+    if stale.exists():
+        stale.unlink()  # the stage is no longer up to date until it finishes
+    start = time.time()
+    outputs, summary, extra = work(out_dir)
+    manifest = artifacts.write_manifest(out_dir, stage=stage, fp=fp, inputs=inputs, section=section,
+                                        outputs=outputs, wall_time_s=time.time() - start,
+                                        extra={"summary": summary, **(extra or {})})
+    return StageResult(stage, out_dir, False, manifest, summary)
+
+
+def data_files(data_dir: Path) -> list:
+    return sorted(data_dir.glob("*.tfrecord")) + [data_dir / "classes.json"]
+
+
+# ---------------------------------------------------------------- ingest
+
+def ingest(cfg, run_dir: Path, force: bool = False) -> StageResult:
+    from pipeline import sources
+
+    section = {"data": cfg.section("data"), "source_identity": sources.identity(cfg.data)}
+
+    def work(out: Path):
+        from pipeline import data, preflight
+
+        src = sources.load(cfg.data)
+        splits = data.make_splits(src.splits, cfg.data)
+        splits, report = preflight.run(splits, src.class_names, src.skipped, cfg.data.dedupe)
+        for old in out.glob("*.tfrecord"):
+            old.unlink()
+        outputs = []
+        for name, (x, y) in splits.items():
+            outputs += data.write_split(out, name, x, y, cfg.data.shard_size)
+        shape = list(splits["train"][0].shape[1:])
+        meta = {"class_names": src.class_names, "image_shape": shape,
+                "counts": {k: int(len(v[1])) for k, v in splits.items()},
+                "origin": src.origin, "resize": cfg.data.resize, "notes": src.notes}
+        report["notes"] = src.notes
+        outputs.append(artifacts.write_json(out / "classes.json", meta))
+        outputs.append(artifacts.write_json(out / "preflight.json", report))
+        summary = {"source": src.origin, "classes": len(src.class_names), "image_shape": shape,
+                   **{f"{k}_images": v for k, v in meta["counts"].items()}, "skipped_files": len(src.skipped)}
+        return outputs, summary, {"input_files": [str(p) for p in src.input_files], "seed": cfg.data.seed}
+
+    return _run("ingest", run_dir, [], section, work, force)
+
+
+# ---------------------------------------------------------------- build
+
+def build(cfg, run_dir: Path, force: bool = False) -> StageResult:
+    data_dir = run_dir / "data"
+    classes = _require(data_dir / "classes.json", "build", "ingest")
+
+    def work(out: Path):
+        from pipeline import data, models, train
+
+        meta = data.read_meta(data_dir)
+        model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]))
+        path = train.save_model(model, out / "model.keras")
+        lines = []
+        model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=100)
+        summary_txt = artifacts.write_text(out / "summary.txt", "\n".join(lines) + "\n")
+        return [path, summary_txt], {"preset": cfg.model.preset, "params": models.param_count(model),
+                                     "layers": len(model.layers)}, {}
+
+    return _run("build", run_dir, [classes], {"model": cfg.section("model")}, work, force)
+
+
+# ---------------------------------------------------------------- train
+
+def train(cfg, run_dir: Path, force: bool = False) -> StageResult:
+    data_dir, model_path = run_dir / "data", run_dir / "model" / "model.keras"
+    _require(model_path, "train", "build")
+    inputs = [model_path, *data_files(data_dir)]
+    section = {"train": cfg.section("train"), "augment": cfg.section("augment")}
+
+    def work(out: Path):
+        from pipeline import train as train_mod
+
+        summary = train_mod.fit(model_path, data_dir, cfg, out)
+        return [out / "model.keras", out / "history.csv"], summary, {"seed": cfg.train.seed}
+
+    return _run("train", run_dir, inputs, section, work, force)
+
+
+# ---------------------------------------------------------------- evaluate
+
+def evaluate(cfg, run_dir: Path, force: bool = False) -> StageResult:
+    data_dir, model_path = run_dir / "data", run_dir / "train" / "model.keras"
+    _require(model_path, "evaluate", "train")
+    inputs = [model_path, *data_files(data_dir)]
+
+    def work(out: Path):
+        from pipeline import evaluate as evaluate_mod
+
+        result = evaluate_mod.evaluate(model_path, data_dir, cfg.eval, out)
+        summary = {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "n_test": result["n_test"]}
+        return [out / "metrics.json", out / "confusion_matrix.png"], summary, {}
+
+    return _run("evaluate", run_dir, inputs, {"eval": cfg.section("eval")}, work, force)
+
+
+# ---------------------------------------------------------------- export
+
+def export(cfg, run_dir: Path, force: bool = False) -> StageResult:
+    data_dir, model_path = run_dir / "data", run_dir / "train" / "model.keras"
+    _require(model_path, "export", "train")
+    inputs = [model_path, *data_files(data_dir)]
+    dest = Path(cfg.export.dest) / run_dir.name
+
+    def published(manifest: dict) -> bool:
+        card = dest / "model_card.json"
+        return card.is_file() and artifacts.sha256_file(card) == manifest.get("card_sha256")
+
+    def work(out: Path):
+        from pipeline import publish
+
+        return publish.export_run(cfg, run_dir, model_path, data_dir, out, dest)
+
+    return _run("export", run_dir, inputs, {"export": cfg.section("export")}, work, force, published)
+
+
+STAGES = {"ingest": ingest, "build": build, "train": train, "evaluate": evaluate, "export": export}

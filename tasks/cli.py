@@ -1,0 +1,72 @@
+"""The ``cnnpipe`` command group. Each command lives in its own module and is imported only when called,
+so ``cnnpipe --help`` is instant. Errors a user can act on print one line and exit 2 (usage) or 1 (runtime).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+# command name -> (module under tasks/, attribute, one-line help shown by `cnnpipe --help`)
+COMMANDS = {
+    "ingest": ("stages", "ingest", "Load the data source, check it, split it and write TFRecord shards."),
+    "build": ("stages", "build", "Build the untrained Keras model from model.* keys."),
+    "train": ("stages", "train", "Train the model (resumes an interrupted run)."),
+    "evaluate": ("stages", "evaluate", "Evaluate on the test split: metrics.json and a confusion matrix."),
+    "export": ("stages", "export", "Convert to TFLite, check parity, publish exported/<run>/."),
+    "run": ("stages", "run_all", "Run every stage in order (ingest, build, train, evaluate, export)."),
+    "preview": ("preview", "preview", "Write a PNG grid of augmented training samples with labels."),
+    "bench-data": ("bench_data", "bench_data", "Measure images per second of the input pipeline alone."),
+    "predict": ("predict", "predict", "Classify images with a .tflite model (no TensorFlow needed)."),
+    "bench": ("predict", "bench", "Time a .tflite model at batch 1 (no TensorFlow needed)."),
+    "config": ("stages", "show_config", "Print every config key with its value, type and meaning."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(f"tasks.{module}"), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx):
+        from pipeline.errors import PipelineError
+
+        try:
+            return super().invoke(ctx)
+        except PipelineError as exc:
+            click.secho(f"error: {exc}", err=True, fg="red")
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cnnpipe")
+def cli():
+    """cnnpipe: train a CNN on images and ship it as a quantized TFLite model.
+
+    Stages: ingest -> build -> train -> evaluate -> export, each reading and writing files under
+    runs/<run>/. Every stage takes --config FILE, --run NAME and repeatable --set section.key=value.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main():
+    cli(prog_name="cnnpipe")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,117 @@
+"""The stage commands: ingest, build, train, evaluate, export, run (all of them) and config."""
+from __future__ import annotations
+
+import time
+
+import click
+
+from tasks.common import Context, echo, stage_options
+
+FORCE = click.option("--force", is_flag=True, help="Run even when the stage is up to date.")
+
+
+def _table(result) -> str:
+    """The end-of-stage table: what was made, where, how long, how big."""
+    from pipeline.artifacts import human_bytes
+
+    m = result.manifest
+    rows = [(out["path"], human_bytes(out["bytes"])) for out in m.get("outputs", [])]
+    width = max([len(p) for p, _ in rows] + [10])
+    lines = [f"  {p:<{width}}  {s:>10}" for p, s in rows]
+    for key, value in result.summary.items():
+        lines.append(f"  {key}: {value}")
+    lines.append(f"  wall time: {m.get('wall_time_s', 0):.1f} s")
+    return "\n".join(lines)
+
+
+def run_stage(ctx: Context, stage: str, force: bool = False):
+    from pipeline import stages
+
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    echo(click.style(f"[{stage}]", bold=True) + f" run {ctx.run} -> {ctx.run_dir / stages.DIRS[stage]}")
+    start = time.time()
+    result = stages.STAGES[stage](ctx.cfg, ctx.run_dir, force=force)
+    if result.skipped:
+        echo(f"  up to date: inputs and config unchanged, skipped ({time.time() - start:.1f} s)")
+    else:
+        echo(_table(result))
+        _notes(stage, result)
+    return result
+
+
+def _notes(stage: str, result) -> None:
+    """Stage-specific lines worth a person's attention (preflight table, export report)."""
+    if stage == "ingest":
+        from pipeline import artifacts, preflight
+
+        report = artifacts.read_json(result.out_dir / "preflight.json")
+        echo(preflight.table(report))
+    if stage == "export":
+        echo(f"  published {result.summary.get('published')}")
+
+
+@click.command()
+@stage_options
+@FORCE
+def ingest(ctx: Context, force: bool):
+    """Load data.source, run preflight checks, split (stratified, seeded) and write TFRecord shards."""
+    run_stage(ctx, "ingest", force)
+
+
+@click.command()
+@stage_options
+@FORCE
+def build(ctx: Context, force: bool):
+    """Build the untrained Keras model from the model.* keys (writes model/model.keras)."""
+    run_stage(ctx, "build", force)
+
+
+@click.command()
+@stage_options
+@FORCE
+def train(ctx: Context, force: bool):
+    """Train the model: Adam, LR schedule, early stopping, history.csv, TensorBoard logs."""
+    run_stage(ctx, "train", force)
+
+
+@click.command()
+@stage_options
+@FORCE
+def evaluate(ctx: Context, force: bool):
+    """Evaluate on the test split: metrics.json and confusion_matrix.png."""
+    run_stage(ctx, "evaluate", force)
+
+
+@click.command()
+@stage_options
+@FORCE
+def export(ctx: Context, force: bool):
+    """Convert to TFLite (export.formats), check parity with LiteRT, publish exported/<run>/."""
+    run_stage(ctx, "export", force)
+
+
+@click.command("run")
+@stage_options
+@FORCE
+@click.option("--until", type=click.Choice(["ingest", "build", "train", "evaluate", "export"]),
+              default="export", show_default=True, help="Last stage to run.")
+def run_all(ctx: Context, force: bool, until: str):
+    """Run the stages in order: ingest, build, train, evaluate, export (up to --until)."""
+    from pipeline.stages import ORDER
+
+    start = time.time()
+    for stage in ORDER[:ORDER.index(until) + 1]:
+        run_stage(ctx, stage, force)
+    echo(f"done: run {ctx.run} in {time.time() - start:.1f} s")
+
+
+@click.command("config")
+@stage_options
+def show_config(ctx: Context):
+    """Print every config key: its resolved value and what it means."""
+    from pipeline.config import describe
+
+    for key, type_name, default, help_ in describe():
+        section, name = key.split(".")
+        value = getattr(getattr(ctx.cfg, section), name)
+        echo(f"{key:<30} = {value!r:<24} ({type_name}) {help_}")
