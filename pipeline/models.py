@@ -17,11 +17,11 @@ def _layers():
     return keras.layers
 
 
-def _check_pool(size: list[int], pool: int, where: str) -> list[int]:
+def _check_pool(size: list[int], pool: int, where: str, image: list[int]) -> list[int]:
     """Spatial size after a pooling step; an image too small for the model's pooling is a config error."""
     if any(s < pool for s in size):
-        raise ConfigError(f"data.image_size: {size[0]}x{size[1]} is too small for the model's pooling "
-                          f"({where}); use larger images or fewer blocks in model.filters")
+        raise ConfigError(f"data.image_size: {image[0]}x{image[1]} is too small for the model's pooling "
+                          f"({where} gets {size[0]}x{size[1]}); use larger images or fewer blocks")
     return [s // pool for s in size]
 
 
@@ -47,6 +47,7 @@ def _head(x, m, num_classes):
 
 def _small(x, m, size):
     L = _layers()
+    image = list(size)
     for i, filters in enumerate(m.filters):
         x = _conv_block(x, filters, m, f"block{i}")
         size = [max(1, -(-s // m.strides)) if m.padding == "same" else s - m.kernel_size + 1 for s in size]
@@ -54,7 +55,7 @@ def _small(x, m, size):
             raise ConfigError(f"data.image_size: too small for model.kernel_size {m.kernel_size} with "
                               "padding valid")
         if m.pool_size > 1:
-            size = _check_pool(size, m.pool_size, f"block {i}")
+            size = _check_pool(size, m.pool_size, f"block {i}", image)
             x = L.MaxPooling2D(m.pool_size, name=f"block{i}_pool")(x)
     return L.Flatten(name="flatten")(x)
 
@@ -80,11 +81,12 @@ def _lenet5(x, m, size):
 def _resnet8(x, m, size):
     """A ResNet with three residual stages (16, 32, 64 filters), as in the MLPerf Tiny image benchmark."""
     L = _layers()
+    image = list(size)
     x = _conv_block(x, 16, m, "stem")
     for i, filters in enumerate((16, 32, 64)):
         stride = 1 if i == 0 else 2
         if stride > 1:
-            size = _check_pool(size, 2, f"stage {i}")
+            size = _check_pool(size, 2, f"stage {i}", image)
         y = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"res{i}_conv1")(x)
         y = L.BatchNormalization(name=f"res{i}_bn1")(y)
         y = L.ReLU(name=f"res{i}_relu1")(y)

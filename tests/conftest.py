@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny configs, isolated run folders and a CLI runner that calls `cnnpipe` in-process."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
+
+# A small, fast variant of the default: a few epochs of a narrow CNN on the bundled digits.
+TINY = [
+    "--set", "model.filters=[8, 16]", "--set", "model.dense=[32]",
+    "--set", "train.epochs=4", "--set", "train.batch_size=64", "--set", "train.verbose=0",
+    "--set", "export.representative_samples=100", "--set", "export.golden_vectors=4",
+]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """An empty working folder; runs/ and exported/ are created inside it."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def invoke(args, **kw):
+    """Run `cnnpipe ARGS` in-process; return click's Result (exit_code, output)."""
+    from tasks.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One tiny run through every stage, shared by the tests that only read its outputs."""
+    root = tmp_path_factory.mktemp("tiny")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        result = invoke(["run", "--config", DEFAULT_CONFIG, "--run", "tiny", *TINY])
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 0, result.output
+    return {"root": root, "run": root / "runs" / "tiny", "exported": root / "exported" / "tiny",
+            "output": result.output}
