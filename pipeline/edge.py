@@ -1,0 +1,359 @@
+"""Inference with LiteRT only: numpy + ai-edge-litert + Pillow, never TensorFlow.
+
+The same source runs in three places: the library (``EdgeModel``, ``predict_files``, ``bench``), the
+``cnnpipe predict`` / ``cnnpipe bench`` commands, and, inlined with ``pipeline/imaging.py`` by
+``write_runtime``, as the self-contained ``predict.py`` of a published bundle on a device without TensorFlow.
+Printing happens only in ``main()``, the bundle's command line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+# <pipeline-imports>  write_runtime() replaces this block: imaging is inlined above it in predict.py
+from pipeline.errors import PipelineError
+from pipeline.imaging import load_image
+# </pipeline-imports>
+
+QUANTIZED_DTYPES = (np.int8, np.uint8, np.int16)
+
+
+def _read_model(model) -> tuple[str, bytes]:
+    """(name for messages, flatbuffer bytes); a missing or non-TFLite file is a one-line PipelineError."""
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        name, content = "<model bytes>", bytes(model)
+    else:
+        name = str(model)
+        try:
+            content = Path(model).read_bytes()
+        except OSError as exc:
+            raise PipelineError(f"{name}: cannot read model file ({exc.strerror or exc})") from None
+    if len(content) < 8 or content[4:8] != b"TFL3":
+        raise PipelineError(f"{name}: not a TFLite model (no TFL3 identifier; {len(content)} bytes)")
+    return name, content
+
+
+def _interpreter(name: str, content: bytes, num_threads=None, resolver=OpResolverType.AUTO) -> Interpreter:
+    try:
+        interp = Interpreter(model_content=content, num_threads=num_threads,
+                             experimental_op_resolver_type=resolver)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or ["unknown error"])[0]
+        raise PipelineError(f"{name}: LiteRT cannot load this model ({first})") from None
+    return interp
+
+
+def _io(detail: dict) -> dict:
+    scale, zero_point = detail["quantization"]
+    return {"dtype": np.dtype(detail["dtype"]).name, "shape": [int(s) for s in detail["shape"]],
+            "scale": float(scale), "zero_point": int(zero_point)}
+
+
+class EdgeModel:
+    """A single-input, single-output image classifier in a ``.tflite`` file, run with LiteRT at batch 1."""
+
+    def __init__(self, model, num_threads: int | None = None):
+        self.name, content = _read_model(model)
+        self._interp = _interpreter(self.name, content, num_threads)
+        ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
+        if len(ins) != 1 or len(outs) != 1:
+            raise PipelineError(f"{self.name}: expected 1 input and 1 output, not {len(ins)} and {len(outs)}")
+        self._in, self._out = ins[0], outs[0]
+        # {"dtype", "shape", "scale", "zero_point"} of each side (scale 0.0 when not quantized)
+        self.input, self.output = _io(self._in), _io(self._out)
+        self.input_dtype, self.output_dtype = np.dtype(self._in["dtype"]), np.dtype(self._out["dtype"])
+        self.input_shape = tuple(self.input["shape"])
+        self.image_shape = self.input_shape[1:]  # (H, W, C)
+        self.num_classes = int(np.prod(self.output["shape"][1:]))
+
+    # ---- inference ---------------------------------------------------------------------------------------
+    def quantize(self, images: np.ndarray) -> np.ndarray:
+        """Raw pixels -> the input dtype: round(x / scale + zero_point), clipped, for int8/uint8/int16."""
+        dtype = self.input_dtype
+        if dtype.type not in QUANTIZED_DTYPES:
+            return np.asarray(images, dtype=dtype)
+        scale, zero_point = self.input["scale"], self.input["zero_point"]
+        if scale == 0:
+            raise PipelineError(f"{self.name}: {dtype.name} input has no quantization scale")
+        info = np.iinfo(dtype)
+        q = np.rint(np.asarray(images, np.float32) / np.float32(scale) + zero_point)
+        return np.clip(q, info.min, info.max).astype(dtype)
+
+    def dequantize(self, raw: np.ndarray) -> np.ndarray:
+        """A raw output tensor -> float32 scores."""
+        if self.output_dtype.type in QUANTIZED_DTYPES:
+            scale, zero_point = self.output["scale"], self.output["zero_point"]
+            return ((raw.astype(np.float32) - zero_point) * np.float32(scale)).astype(np.float32)
+        return raw.astype(np.float32)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        self._interp.set_tensor(self._in["index"], x)
+        self._interp.invoke()
+        return self._interp.get_tensor(self._out["index"])
+
+    def predict_raw(self, image_q: np.ndarray) -> np.ndarray:
+        """Run one already-quantized input (the input dtype, [H,W,C] or [1,H,W,C]); the raw output tensor."""
+        x = np.asarray(image_q)
+        if x.dtype != self.input_dtype or x.size != int(np.prod(self.input_shape)):
+            want = f"{self.input_dtype.name} {list(self.input_shape)}"
+            raise PipelineError(f"{self.name}: predict_raw needs {want}, got {x.dtype.name} {list(x.shape)}")
+        return self._run(x.reshape(self.input_shape))
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """uint8 raw pixels [N,H,W,C] (or one [H,W,C]) -> float32 scores [N, num_classes]."""
+        images = np.asarray(images)
+        if images.ndim == len(self.image_shape):
+            images = images[None]
+        if tuple(images.shape[1:]) != self.image_shape:
+            raise PipelineError(f"{self.name}: expects images of shape {list(self.image_shape)}, "
+                                f"got {list(images.shape[1:])}")
+        x = self.quantize(images)
+        scores = np.empty((len(x), self.num_classes), np.float32)
+        for i in range(len(x)):  # the files are converted with a fixed batch of 1
+            scores[i] = self.dequantize(self._run(x[i:i + 1])).reshape(-1)
+        return scores
+
+
+def _inspector(model) -> Interpreter:
+    """An interpreter without the default (XNNPACK) delegate, so every op shows as itself."""
+    name, content = _read_model(model)
+    return _interpreter(name, content, resolver=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+
+
+def ops(model) -> list[str]:
+    """The op name of every node in execution order (repeats included): ['CONV_2D', 'MAX_POOL_2D', ...]."""
+    return [op["op_name"] for op in _inspector(model)._get_ops_details()]
+
+
+def tensor_details(model) -> list[dict]:
+    """Every tensor: index, name, shape, dtype name, quantization scales and zero points."""
+    rows = []
+    for t in _inspector(model).get_tensor_details():
+        q = t["quantization_parameters"]
+        rows.append({"index": int(t["index"]), "name": t["name"], "shape": [int(s) for s in t["shape"]],
+                     "dtype": np.dtype(t["dtype"]).name, "scales": [float(s) for s in q["scales"]],
+                     "zero_points": [int(z) for z in q["zero_points"]]})
+    return rows
+
+
+# ---- files: model card, labels, images ------------------------------------------------------------------
+def load_card(model_path) -> dict:
+    """``model_card.json`` next to the model, or in the folder given ({} when there is none)."""
+    path = Path(model_path)
+    path = (path if path.is_dir() else path.parent) / "model_card.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"{path}: unreadable model card ({exc})") from None
+
+
+def class_names(model_path, card: dict, n: int) -> list[str]:
+    """Labels from the card, else ``labels.txt`` beside the model, else '0'..'n-1'; n must match."""
+    names, where = card.get("class_names"), "model card"
+    labels = Path(model_path).parent / "labels.txt"
+    if not names and labels.is_file():
+        names, where = [s for s in labels.read_text(encoding="utf-8").splitlines() if s.strip()], str(labels)
+    if not names:
+        return [str(i) for i in range(n)]
+    if len(names) != n:
+        raise PipelineError(f"{where} lists {len(names)} classes but {model_path} has {n} outputs")
+    return [str(s) for s in names]
+
+
+def _check_card(model: EdgeModel, model_path, card: dict) -> tuple[int, tuple, str]:
+    """(channels, (h, w), resize policy) from the card, checked against the file itself."""
+    h, w, c = model.image_shape
+    spec = card.get("input", {})
+    channels, size = int(spec.get("channels", c)), tuple(int(s) for s in spec.get("image_size", (h, w)))
+    if (channels, size) != (c, (h, w)):
+        raise PipelineError(f"model card says {[*size, channels]} input but {model_path} takes {[h, w, c]}")
+    for entry in card.get("files", {}).values():
+        if entry.get("file") == Path(model_path).name and "input" in entry:
+            want = (float(entry["input"].get("scale", 0)), int(entry["input"].get("zero_point", 0)))
+            if not np.isclose(want[0], model.input["scale"]) or want[1] != model.input["zero_point"]:
+                raise PipelineError(f"model card quantization {want} differs from {model_path}'s own "
+                                    f"{(model.input['scale'], model.input['zero_point'])}")
+    return channels, size, spec.get("resize", "resize")
+
+
+def predict_files(model_path, image_paths, top_k: int = 3, card: dict | None = None,
+                  num_threads: int | None = None) -> list[list[tuple[str, float]]]:
+    """Top-k (label, score) per image file, each decoded and resized exactly as in training."""
+    model = EdgeModel(model_path, num_threads)
+    card = load_card(model_path) if card is None else card
+    channels, size, policy = _check_card(model, model_path, card)
+    names = class_names(model_path, card, model.num_classes)
+    results = []
+    for path in image_paths:
+        try:
+            image = load_image(path, channels, size, policy)
+        except (OSError, ValueError) as exc:
+            raise PipelineError(f"{path}: cannot read image ({exc})") from None
+        scores = model.predict(image[None])[0]
+        best = np.argsort(-scores, kind="stable")[:max(1, top_k)]
+        results.append([(names[k], float(scores[k])) for k in best])
+    return results
+
+
+def bench(model_path, runs: int = 100, warmup: int = 10, num_threads: int | None = None) -> dict:
+    """Latency at batch 1: init, first inference, then mean / p50 / p99 over ``runs`` after ``warmup``."""
+    t0 = time.perf_counter()
+    model = EdgeModel(model_path, num_threads)
+    init_ms = (time.perf_counter() - t0) * 1e3
+    rng = np.random.default_rng(0)
+    x = model.quantize(rng.integers(0, 256, (1, *model.image_shape)).astype(np.uint8))
+    t0 = time.perf_counter()
+    model._run(x)
+    first_ms = (time.perf_counter() - t0) * 1e3
+    for _ in range(warmup):
+        model._run(x)
+    times = np.empty(max(1, runs))
+    for i in range(len(times)):
+        t0 = time.perf_counter()
+        model._run(x)
+        times[i] = (time.perf_counter() - t0) * 1e3
+    r = lambda v: round(float(v), 4)  # noqa: E731
+    return {"model": str(model.name), "threads": num_threads, "runs": len(times), "warmup": warmup,
+            "input": model.input, "init_ms": r(init_ms), "first_ms": r(first_ms), "mean_ms": r(times.mean()),
+            "p50_ms": r(np.percentile(times, 50)), "p99_ms": r(np.percentile(times, 99)),
+            "min_ms": r(times.min()), "max_ms": r(times.max())}
+
+
+# ---- the bundle ---------------------------------------------------------------------------------------
+def default_model(folder) -> Path:
+    """The model a bundle's predict.py uses: the card's int8 file, else float32, else any .tflite there."""
+    folder = Path(folder)
+    files = load_card(folder).get("files", {})
+    for fmt in ("int8", "float32", *files):
+        name = files.get(fmt, {}).get("file")
+        if name and (folder / name).is_file():
+            return folder / name
+    for pattern in ("*int8*.tflite", "*float32*.tflite", "*.tflite"):
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    raise PipelineError(f"no .tflite model in {folder}; pass --model FILE")
+
+
+REQUIREMENTS = "numpy>=1.23,<3\nai-edge-litert>=2.0,<3\nPillow>=9.1,<14\n"  # tested: 2.4 / 2.3 / 13.0
+_BLOCK = ("# <pipeline-imports>", "# </pipeline-imports>")
+
+
+def runtime_source() -> str:
+    """imaging.py and this file as one script that needs only numpy, ai-edge-litert and Pillow."""
+    here = Path(__file__).resolve().parent
+    imaging, edge = (here / "imaging.py").read_text(), Path(__file__).read_text()
+    start, end = edge.index(_BLOCK[0]), edge.index(_BLOCK[1]) + len(_BLOCK[1])
+    local_error = ('class PipelineError(Exception):\n    """A problem with the user\'s files."""\n\n'
+                   "    exit_code = 1\n")
+    edge = edge[:start] + local_error + edge[end:]
+    strip = lambda s: s.replace("from __future__ import annotations\n", "")  # noqa: E731
+    return ("#!/usr/bin/env python3\n\"\"\"Classify images with the .tflite model next to this script "
+            "(generated by cnnpipe; needs numpy, ai-edge-litert, Pillow).\n\n"
+            "    python predict.py IMAGE...            top-k labels with scores\n"
+            "    python predict.py bench               latency at batch 1\n\n"
+            "Install on the device: pip install -r requirements.txt\n\"\"\"\n"
+            "from __future__ import annotations\n\n# ---- pipeline/imaging.py ----\n" + strip(imaging)
+            + "\n\n# ---- pipeline/edge.py ----\n" + strip(edge))
+
+
+def check_self_contained(source: str) -> None:
+    """Refuse a script that imports anything but the standard library, numpy, PIL and ai_edge_litert."""
+    import ast
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            modules = [(node.module or ".") if node.level == 0 else "."]
+        else:
+            continue
+        for module in modules:
+            top = module.split(".")[0]
+            if top not in ("numpy", "PIL", "ai_edge_litert") and top not in sys.stdlib_module_names:
+                raise PipelineError(f"the bundle's predict.py would import {module!r} (line {node.lineno})")
+
+
+def write_runtime(dest_dir) -> list[Path]:
+    """Write the bundle's self-contained ``predict.py`` and the device's ``requirements.txt``."""
+    import os
+
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    source = runtime_source()
+    check_self_contained(source)
+    written = []
+    for name, text, mode in (("predict.py", source, 0o755), ("requirements.txt", REQUIREMENTS, 0o644)):
+        tmp = dest / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, mode)
+        os.replace(tmp, dest / name)
+        written.append(dest / name)
+    return written
+
+
+def main(argv=None) -> int:
+    """``predict.py [predict] [--model M] IMAGE...`` or ``predict.py bench [--model M]``; also
+    ``python -m pipeline.edge predict MODEL IMAGE...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and argv[0] in ("predict", "bench") else "predict"
+    parser = argparse.ArgumentParser(prog=f"predict.py {command}", description=main.__doc__)
+    parser.add_argument("--model", help="the .tflite file (default: int8, else float32, next to this script)")
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    if command == "predict":
+        parser.add_argument("--top-k", type=int, default=3, help="labels shown per image")
+        parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF)")
+    else:
+        parser.add_argument("--runs", type=int, default=100, help="timed inferences")
+        parser.add_argument("--warmup", type=int, default=10, help="untimed inferences first")
+        parser.add_argument("positional_model", nargs="?", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        return _predict_cli(args) if command == "predict" else _bench_cli(args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+
+
+def _predict_cli(args) -> int:
+    images = list(args.images)
+    model = args.model
+    if model is None and images[0].endswith(".tflite"):
+        model = images.pop(0)
+    if not images:
+        raise PipelineError("no image given")
+    model = model or default_model(Path(__file__).resolve().parent)
+    results = predict_files(model, images, args.top_k, num_threads=args.threads)
+    if args.json:
+        print(json.dumps([{"image": p, "top": [{"label": n, "score": s} for n, s in r]}
+                          for p, r in zip(images, results)], indent=1))
+    else:
+        for path, result in zip(images, results):
+            print(f"{path}: " + ", ".join(f"{n} ({s:.3f})" for n, s in result))
+    return 0
+
+
+def _bench_cli(args) -> int:
+    model = args.model or args.positional_model or default_model(Path(__file__).resolve().parent)
+    result = bench(model, args.runs, args.warmup, args.threads)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"{result['model']}: init {result['init_ms']:.1f} ms, first {result['first_ms']:.2f} ms, "
+              f"mean {result['mean_ms']:.3f} / p50 {result['p50_ms']:.3f} / p99 {result['p99_ms']:.3f} ms "
+              f"per image over {result['runs']} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""``cnnpipe predict`` and ``cnnpipe bench``: a .tflite model run with LiteRT, no TensorFlow imported.
+
+Labels, input size, channels and resize policy come from ``model_card.json`` / ``labels.txt`` next to the
+model (else from the input tensor). A file that is not a model, or an unreadable image, ends with one line and
+exit 1.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
+                       help="Interpreter threads (default: LiteRT's choice).")
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Labels shown per image.")
+@THREADS
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def predict(model, images, top_k, threads, as_json):
+    """Classify IMAGE files with MODEL (.tflite): top-k labels with scores."""
+    from pipeline import edge
+
+    results = edge.predict_files(model, [str(p) for p in images], top_k, num_threads=threads)
+    if as_json:
+        click.echo(json.dumps([{"image": str(p), "top": [{"label": n, "score": round(s, 6)} for n, s in r]}
+                               for p, r in zip(images, results)], indent=1))
+        return
+    width = max(len(str(p)) for p in images)
+    for path, result in zip(images, results):
+        cells = "  ".join(f"{name} {score:.3f}" for name, score in result)
+        click.echo(f"{str(path):<{width}}  {click.style(result[0][0], bold=True)}  ({cells})")
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True, help="Timed inferences.")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Untimed inferences before timing.")
+@THREADS
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the figures to this JSON file.")
+def bench(model, runs, warmup, threads, json_out):
+    """Time MODEL (.tflite) at batch 1: init, first inference, mean / p50 / p99 per image."""
+    from pipeline import edge
+
+    r = edge.bench(model, runs, warmup, threads)
+    io = r["input"]
+    click.echo(f"{model}  ({io['dtype']} input {io['shape']}, threads {threads or 'default'})")
+    click.echo(f"  init            {r['init_ms']:10.3f} ms\n  first inference {r['first_ms']:10.3f} ms")
+    for key in ("mean", "p50", "p99", "min", "max"):
+        click.echo(f"  {key:<15} {r[key + '_ms']:10.3f} ms")
+    click.echo(f"  over {r['runs']} runs after {r['warmup']} warm-up runs")
+    if json_out:
+        from pipeline.artifacts import write_json
+
+        write_json(json_out, r)
+        click.echo(f"  written: {json_out}")

@@ -1,0 +1,264 @@
+"""The TensorFlow-free runtime: EdgeModel, predict_files, bench, the bundle's predict.py, cnnpipe predict.
+
+``tiny_models`` (shared with test_audit.py and test_micro.py) trains a 4-layer CNN on sklearn's 8x8 digits
+for 3 epochs and converts it, at a fixed batch of 1, to every mode (about 12 s with the TensorFlow import).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline import edge
+from pipeline.errors import PipelineError
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+_CACHE: dict = {}
+
+
+def _convert(model, mode: str, rep: np.ndarray) -> bytes:
+    """TFLite bytes at a fixed batch of 1. Modes: float32 float16 dynamic int8 uint8 int8_float_io int16x8."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 1], tf.float32, name="pixels")])
+    def serve(pixels):
+        return model(pixels, training=False)
+
+    # no trackable object: with one, Keras 3 weights stay resource variables (VAR_HANDLE/READ_VARIABLE ops)
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()])
+    if mode != "float32":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        conv.target_spec.supported_types = [tf.float16]
+    if mode in ("int8", "uint8", "int8_float_io", "int16x8"):
+        conv.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in rep)
+    if mode in ("int8", "uint8"):
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.int8 if mode == "int8" else tf.uint8
+    if mode == "int16x8":
+        ops = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        conv.target_spec.supported_ops = [ops]
+        conv.inference_input_type = conv.inference_output_type = tf.int16
+    return conv.convert()
+
+
+def build_tiny_models() -> dict:
+    """Train once per process; every test module's fixture returns the same dict."""
+    if _CACHE:
+        return _CACHE
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = np.rint(digits.images * (255 / 16)).astype(np.uint8)[..., None]
+    y = digits.target.astype(np.int64)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+                              keras.layers.MaxPooling2D(), keras.layers.Flatten(),
+                              keras.layers.Dense(10), keras.layers.Softmax()])
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(x[:1400].astype(np.float32), y[:1400], epochs=3, batch_size=32, verbose=0)
+    rep = x[:200]
+    modes = ("float32", "float16", "dynamic", "int8", "uint8", "int8_float_io", "int16x8")
+    _CACHE.update(x_train=x[:1400], y_train=y[:1400], x_test=x[1400:], y_test=y[1400:],
+                  keras_probs=model.predict(x[1400:].astype(np.float32), verbose=0),
+                  files={m: _convert(model, m, rep) for m in modes}, keras_model=model)
+    return _CACHE
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    return build_tiny_models()
+
+
+@pytest.fixture(scope="session")
+def bundle(tiny_models, tmp_path_factory):
+    """A bundle like a published one: predict.py, requirements, two models, card, labels; labelled PNGs."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("bundle")
+    edge.write_runtime(folder)
+    files = {"int8": "model_int8.tflite", "float32": "model_float32.tflite"}
+    for fmt, name in files.items():
+        (folder / name).write_bytes(tiny_models["files"][fmt])
+    card = {"class_names": NAMES, "input": {"shape": [1, 8, 8, 1], "channels": 1, "image_size": [8, 8],
+                                            "resize": "resize", "range": [0, 255]},
+            "files": {fmt: {"file": name} for fmt, name in files.items()}}
+    (folder / "model_card.json").write_text(json.dumps(card))
+    (folder / "labels.txt").write_text("\n".join(NAMES) + "\n")
+    x, y = tiny_models["x_test"], tiny_models["y_test"]
+    pred = edge.EdgeModel(tiny_models["files"]["int8"]).predict(x).argmax(1)
+    right = [i for i in np.flatnonzero(pred == y) if y[i] in (0, 3, 7, 9)][:4]
+    images = folder / "images"
+    images.mkdir()
+    paths = []
+    for n, i in enumerate(right):  # one saved as RGB: the loader must convert it exactly as training did
+        pil = Image.fromarray(x[i, :, :, 0])
+        path = images / f"test{i}.png"
+        (pil.convert("RGB") if n == 0 else pil).save(path)
+        paths.append(path)
+    return {"dir": folder, "images": paths, "labels": [NAMES[y[i]] for i in right]}
+
+
+def _blocked_env(tmp_path: Path, *, block_pipeline: bool) -> dict:
+    """Environment whose Python cannot import tensorflow/keras (and, for the bundle, pipeline/tasks)."""
+    blocker = tmp_path / "blocker"
+    for name in ("tensorflow", "keras") + (("pipeline", "tasks") if block_pipeline else ()):
+        (blocker / name).mkdir(parents=True, exist_ok=True)
+        (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
+    path = [str(blocker)] + ([] if block_pipeline else [str(ROOT)])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _run(args, env, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=60)
+
+
+# ---- must-show 1: predict and bench where importing tensorflow fails ------------------------------------
+def test_bundle_predict_and_bench_without_tensorflow(bundle, tmp_path):
+    env = _blocked_env(tmp_path, block_pipeline=True)
+    probe = _run(["-c", "import tensorflow"], env, bundle["dir"])
+    assert probe.returncode != 0 and "blocked" in probe.stderr
+    images = [str(p) for p in bundle["images"]]
+    out = _run(["predict.py", "--json", *images], env, bundle["dir"])  # default model: the int8 file
+    assert out.returncode == 0, out.stderr
+    assert [r["top"][0]["label"] for r in json.loads(out.stdout)] == bundle["labels"]
+    args = ["predict.py", "--model", "model_float32.tflite", "--top-k", "2", images[0]]
+    out = _run(args, env, bundle["dir"])
+    assert out.returncode == 0 and out.stdout.split(": ")[1].startswith(bundle["labels"][0]), out.stderr
+    out = _run(["predict.py", "bench", "--runs", "5", "--warmup", "1", "--json"], env, bundle["dir"])
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["model"].endswith("model_int8.tflite") and result["runs"] == 5 and result["p99_ms"] > 0
+
+
+def test_cnnpipe_predict_and_bench_without_tensorflow(bundle, tmp_path):
+    env = _blocked_env(tmp_path, block_pipeline=False)
+    model = str(bundle["dir"] / "model_int8.tflite")
+    code = ("import sys; from tasks.cli import main; sys.argv = ['cnnpipe'] + sys.argv[1:]; main()")
+    out = _run(["-c", code, "predict", "--json", model, *map(str, bundle["images"])], env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert [r["top"][0]["label"] for r in json.loads(out.stdout)] == bundle["labels"]
+    report = tmp_path / "bench.json"
+    out = _run(["-c", code, "bench", model, "--runs", "5", "--json-out", str(report)], env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert {"init_ms", "first_ms", "mean_ms", "p50_ms", "p99_ms"} <= set(json.loads(report.read_text()))
+    out = _run(["-c", "import pipeline.edge, pipeline.audit, pipeline.micro, tasks.predict, sys; "
+                      "assert 'tensorflow' not in sys.modules"], env, tmp_path)
+    assert out.returncode == 0, out.stderr
+
+
+# ---- must-show (e): a .tflite that is not a model ----------------------------------------------------------
+@pytest.mark.parametrize("content", [b"", b"hello, I am a text file\n", bytes(range(256)) * 4],
+                         ids=["empty", "text", "random"])
+def test_not_a_model_is_one_line_error(tmp_path, bundle, content):
+    bad = tmp_path / "broken.tflite"
+    bad.write_bytes(content)
+    with pytest.raises(PipelineError) as err:
+        edge.EdgeModel(bad)
+    assert "broken.tflite" in str(err.value) and "\n" not in str(err.value)
+    from tasks.cli import cli
+
+    result = CliRunner().invoke(cli, ["predict", str(bad), str(bundle["images"][0])])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "broken.tflite" in lines[0]
+
+
+def test_float_model_matches_keras_and_int8_stays_close(tiny_models):
+    x, y = tiny_models["x_test"], tiny_models["y_test"]
+    keras_acc = (tiny_models["keras_probs"].argmax(1) == y).mean()
+    assert keras_acc > 0.5  # trained: far above chance (0.1)
+    f32 = edge.EdgeModel(tiny_models["files"]["float32"]).predict(x)
+    np.testing.assert_allclose(f32, tiny_models["keras_probs"], atol=1e-4)
+    for mode in ("int8", "uint8", "int16x8", "float16", "dynamic"):
+        scores = edge.EdgeModel(tiny_models["files"][mode]).predict(x)
+        assert scores.dtype == np.float32 and scores.shape == (len(x), 10)
+        assert abs((scores.argmax(1) == y).mean() - keras_acc) < 0.03, mode
+
+
+def test_quantization_uses_the_files_own_scale_and_zero_point(tiny_models):
+    x = tiny_models["x_test"][:16]
+    int8, uint8 = edge.EdgeModel(tiny_models["files"]["int8"]), edge.EdgeModel(tiny_models["files"]["uint8"])
+    assert int8.input["dtype"] == "int8" and uint8.input["dtype"] == "uint8"
+    assert (int8.input["scale"], int8.input["zero_point"]) == (1.0, -128)  # Rescaling(1/255) in the model
+    np.testing.assert_array_equal(int8.quantize(x), (x.astype(np.int16) - 128).astype(np.int8))
+    np.testing.assert_array_equal(uint8.quantize(x), x)
+    i16 = edge.EdgeModel(tiny_models["files"]["int16x8"])
+    expected = np.clip(np.rint(x / np.float32(i16.input["scale"])), -32768, 32767).astype(np.int16)
+    np.testing.assert_array_equal(i16.quantize(x), expected)
+    np.testing.assert_allclose(int8.predict(x), uint8.predict(x), atol=1 / 256 + 1e-6)
+    raw = int8.predict_raw(int8.quantize(x[:1]))
+    assert raw.dtype == np.int8
+    np.testing.assert_allclose(int8.dequantize(raw).reshape(-1), int8.predict(x[:1])[0])
+    with pytest.raises(PipelineError, match="predict_raw needs int8"):
+        int8.predict_raw(x[:1])  # uint8 pixels, not the quantized bytes
+    with pytest.raises(PipelineError, match="expects images of shape"):
+        int8.predict(np.zeros((1, 9, 9, 1), np.uint8))
+
+
+def test_ops_and_tensor_details_show_every_op(tiny_models):
+    assert edge.ops(tiny_models["files"]["int8"]) == ["CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED",
+                                                      "SOFTMAX"]
+    dtypes = {t["dtype"] for t in edge.tensor_details(tiny_models["files"]["int8"])}
+    assert "float32" not in dtypes and "int8" in dtypes
+
+
+def test_card_and_labels_are_checked(tiny_models, bundle, tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(tiny_models["files"]["int8"])
+    image = bundle["images"][1]
+    digits = [str(i) for i in range(10)]  # no card, no labels.txt: the class indices
+    assert edge.predict_files(model, [image], top_k=2)[0][0][0] in digits
+    (tmp_path / "labels.txt").write_text("\n".join(NAMES) + "\n")
+    top = edge.predict_files(model, [image], top_k=3)[0]
+    assert len(top) == 3 and top[0][0] == bundle["labels"][1] and top[0][1] >= top[1][1] >= top[2][1]
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    with pytest.raises(PipelineError, match="lists 2 classes"):
+        edge.predict_files(model, [image])
+    card = {"input": {"channels": 1, "image_size": [16, 16]}}
+    with pytest.raises(PipelineError, match="model card says"):
+        edge.predict_files(model, [image], card=card)
+    stale = {"file": "m.tflite", "input": {"scale": 0.5, "zero_point": 0}}
+    card = {"class_names": NAMES, "files": {"int8": stale}}
+    with pytest.raises(PipelineError, match="quantization"):
+        edge.predict_files(model, [image], card=card)
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG not really")
+    with pytest.raises(PipelineError, match="corrupt.png: cannot read image"):
+        edge.predict_files(model, [corrupt], card={"class_names": NAMES})
+
+
+def test_default_model_and_runtime_files(bundle, tmp_path):
+    assert edge.default_model(bundle["dir"]).name == "model_int8.tflite"
+    assert "ai-edge-litert" in (bundle["dir"] / "requirements.txt").read_text()
+    with pytest.raises(PipelineError, match="no .tflite model"):
+        edge.default_model(tmp_path)
+    edge.check_self_contained(edge.runtime_source())
+    for bad in ("import tensorflow as tf", "from pipeline.errors import PipelineError", "import sklearn"):
+        with pytest.raises(PipelineError, match="would import"):
+            edge.check_self_contained(bad)
+
+
+def test_bench_reports_latency(bundle):
+    result = edge.bench(bundle["dir"] / "model_float32.tflite", runs=10, warmup=2, num_threads=1)
+    assert result["runs"] == 10 and result["threads"] == 1
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"] and result["init_ms"] > 0
+
+
+@pytest.mark.parametrize("command", ["predict", "bench"])
+def test_help(command):
+    from tasks.cli import cli
+
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0 and "MODEL" in result.output and "--threads" in result.output

@@ -1,0 +1,128 @@
+"""The microcontroller bundle: TFLM reproduces LiteRT on golden vectors, and the C files compile with g++."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from pipeline import micro
+from pipeline.errors import PipelineError
+
+try:  # the shared session fixture (move it to tests/conftest.py when there is one)
+    from tests.test_edge import NAMES, build_tiny_models
+except ImportError:
+    from test_edge import NAMES, build_tiny_models
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    return build_tiny_models()
+
+
+@pytest.fixture(scope="session")
+def micro_bundle(tiny, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("micro")
+    result = micro.write_bundle(tiny["files"]["int8"], tiny["x_test"], tiny["y_test"], NAMES, dest, 8)
+    return dest, result
+
+
+# ---- must-show 2: TFLM equals LiteRT on the golden vectors; arena bytes reported --------------------------
+def test_tflm_matches_litert_on_golden_vectors(tiny, micro_bundle):
+    dest, result = micro_bundle
+    assert result["tflm_matches_litert"] is True and result["max_abs_diff_lsb"] <= 1
+    assert result["arena_bytes"] > 0 and result["arena_bytes"] % 16 == 0
+    assert result["ops"] == ["CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "RESHAPE", "SOFTMAX"]
+    inputs, outputs = np.load(dest / "golden_inputs.npy"), np.load(dest / "golden_outputs.npy")
+    assert inputs.dtype == np.int8 and inputs.shape == (8, 8, 8, 1) and outputs.shape == (8, 10)
+    np.testing.assert_array_equal(inputs, (tiny["x_test"][:8].astype(np.int16) - 128).astype(np.int8))
+    np.testing.assert_array_equal(np.load(dest / "golden_labels.npy"), tiny["y_test"][:8])
+    tflm, arena = micro.run_tflm(tiny["files"]["int8"], inputs)  # independently, straight from the .npy files
+    assert arena == result["arena_bytes"]
+    assert np.abs(tflm.astype(int) - outputs.astype(int)).max() <= 1
+    with np.load(dest / "golden.npz") as npz:
+        assert list(npz["class_names"]) == NAMES and float(npz["input_scale"]) == 1.0
+
+
+def test_uint8_model_runs_in_tflm(tiny, tmp_path):
+    result = micro.write_bundle(tiny["files"]["uint8"], tiny["x_test"], tiny["y_test"], NAMES, tmp_path, 4)
+    assert result["max_abs_diff_lsb"] <= 1 and "QUANTIZE" in result["ops"]
+    assert "static const uint8_t g_golden_inputs[4][64]" in (tmp_path / "golden_vectors.h").read_text()
+
+
+def test_tflm_disagreement_fails_and_writes_nothing(tiny, tmp_path, monkeypatch):
+    real = micro.run_tflm
+
+    def off_by_two(model_bytes, inputs_q):
+        outputs, arena = real(model_bytes, inputs_q)
+        return np.clip(outputs.astype(int) + 2, -128, 127).astype(np.int8), arena
+
+    monkeypatch.setattr(micro, "run_tflm", off_by_two)
+    with pytest.raises(PipelineError, match="differs from LiteRT by 2 LSB"):
+        micro.write_bundle(tiny["files"]["int8"], tiny["x_test"], tiny["y_test"], NAMES, tmp_path / "m", 4)
+    assert not (tmp_path / "m").exists()
+
+
+def test_golden_vectors_need_a_quantized_model(tiny):
+    with pytest.raises(PipelineError, match="quantized model"):
+        micro.golden_vectors(tiny["files"]["float32"], tiny["x_test"], tiny["y_test"], 4)
+
+
+def test_c_array_holds_the_exact_bytes_aligned(tiny):
+    blob = tiny["files"]["int8"]
+    cc, h = micro.c_array(blob, arena_bytes=4096)
+    assert "alignas(16) const unsigned char g_model[] = {" in cc
+    assert f"const unsigned int g_model_len = {len(blob)};" in cc
+    body = cc[cc.index("{") + 1:cc.index("};")]
+    assert bytes(int(v, 16) for v in re.findall(r"0x[0-9a-f]{2}", body)) == blob
+    assert "MicroMutableOpResolver<5> resolver;" in h and "resolver.AddConv2D();" in h
+    assert "resolver.AddMaxPool2D();" in h and "g_model_arena_bytes = 4096" in h
+    with pytest.raises(ValueError, match="C identifier"):
+        micro.c_array(blob, name="1bad-name")
+
+
+@pytest.mark.parametrize("op, method", [
+    ("CONV_2D", "AddConv2D"), ("DEPTHWISE_CONV_2D", "AddDepthwiseConv2D"), ("MAX_POOL_2D", "AddMaxPool2D"),
+    ("FULLY_CONNECTED", "AddFullyConnected"), ("SPACE_TO_BATCH_ND", "AddSpaceToBatchNd"),
+    ("L2_NORMALIZATION", "AddL2Normalization"), ("RELU6", "AddRelu6"), ("BATCH_MATMUL", "AddBatchMatMul"),
+    ("PADV2", "AddPadV2"), ("HARD_SWISH", "AddHardSwish"),
+])
+def test_resolver_method_names(op, method):
+    assert micro.resolver_method(op) == method
+
+
+# ---- must-show 4: the C files compile (and the array is really 16-byte aligned) --------------------------
+MAIN_CC = """
+#include <cstdint>
+#include <cstdio>
+#include "model_data.h"
+#include "golden_vectors.h"
+int main() {
+  if (reinterpret_cast<uintptr_t>(g_model) % 16 != 0) return 1;
+  if (g_model_len != MODEL_LEN) return 2;
+  if (g_model[4] != 'T' || g_model[7] != '3') return 3;
+  static_assert(g_golden_count == 8 && g_golden_input_size == 64 && g_golden_output_size == 10, "sizes");
+  if (g_golden_outputs[0][g_golden_labels[0]] < -128 || g_golden_inputs[0][0] < -128) return 4;
+  std::printf("%s %u\\n", g_golden_class_names[g_golden_labels[0]], g_model_arena_bytes);
+  return 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
+def test_model_data_compiles_with_gxx(tiny, micro_bundle):
+    dest, result = micro_bundle
+
+    def run(*cmd):
+        return subprocess.run(cmd, cwd=dest, capture_output=True, text=True, timeout=120)
+
+    out = run("g++", "-std=c++17", "-Wall", "-Werror", "-c", "model_data.cc", "-o", "model_data.o")
+    assert out.returncode == 0, out.stderr
+    (dest / "main.cc").write_text(MAIN_CC.replace("MODEL_LEN", str(len(tiny["files"]["int8"]))))
+    out = run("g++", "-std=c++17", "-Wall", "-Werror", "main.cc", "model_data.o", "-o", "check")
+    assert out.returncode == 0, out.stderr
+    out = run(str(dest / "check"))
+    assert out.returncode == 0, out
+    assert out.stdout.split() == [NAMES[tiny["y_test"][0]], str(result["arena_bytes"])]
