@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 STAGES = ("data", "model", "train", "eval", "export")
 LIBRARIES = ("tensorflow", "keras", "numpy", "scikit-learn", "ai-edge-litert", "tensorflow-datasets")
 
@@ -48,6 +50,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; published files get the usual permissions
     tmp = Path(tmp)
     try:
         yield tmp

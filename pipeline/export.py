@@ -39,7 +39,9 @@ def convert(model, fmt: str, rep_images: np.ndarray | None = None, io_dtype: str
     def serve(pixels):
         return model(pixels, training=False)
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    # No trackable object: the converter then freezes the weights into constants (with Keras 3 models passing
+    # the model leaves resource variables in the file, which calibration and microcontrollers cannot run).
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()])
     if fmt != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if fmt == "float16":

@@ -26,7 +26,8 @@ def _convert_all(cfg, model, rep_images, x_test, y_test, ref_probs, class_names,
     files = {}
     for fmt in cfg.export.formats:
         blob = export.convert(model, fmt, rep_images, cfg.export.io_dtype)
-        check = audit.audit(blob, fmt)
+        check = audit.audit(blob, fmt, io_dtype=cfg.export.io_dtype if fmt == "int8" else None,
+                            name=export.FILE_NAMES[fmt])
         path = artifacts.write_bytes(staging / export.FILE_NAMES[fmt], blob)
         runner = edge.EdgeModel(blob)
         probs = runner.predict(x_test)

@@ -48,6 +48,10 @@ class LazyGroup(click.Group):
         except PipelineError as exc:
             click.secho(f"error: {exc}", err=True, fg="red")
             sys.exit(exc.exit_code)
+        except OSError as exc:  # a full disk, a permission problem: the environment, not a bug
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.secho(f"error: {where}{exc.strerror or exc}", err=True, fg="red")
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
