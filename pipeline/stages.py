@@ -4,6 +4,7 @@ section are unchanged is skipped.
 """
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,18 +112,28 @@ def build(cfg, run_dir: Path, force: bool = False) -> StageResult:
 # ---------------------------------------------------------------- train
 
 def train(cfg, run_dir: Path, force: bool = False) -> StageResult:
+    from pipeline import strategy, train as train_mod
+
     data_dir, model_path = run_dir / "data", run_dir / "model" / "model.keras"
     _require(model_path, "train", "build")
     inputs = [model_path, *data_files(data_dir)]
     section = {"train": cfg.section("train"), "augment": cfg.section("augment")}
+    fp = artifacts.fingerprint(inputs, section)
 
     def work(out: Path):
-        from pipeline import train as train_mod
+        # resumes from train/checkpoint/ when it holds the last completed epoch of this same run (fp)
+        summary = train_mod.fit(model_path, data_dir, cfg, out, resume_key=fp, resume_dir=run_dir / "train")
+        extra = {"seed": cfg.train.seed, **summary.pop("manifest", {})}
+        return [out / "model.keras", out / "history.csv"], summary, extra
 
-        summary = train_mod.fit(model_path, data_dir, cfg, out)
-        return [out / "model.keras", out / "history.csv"], summary, {"seed": cfg.train.seed}
-
-    return _run("train", run_dir, inputs, section, work, force)
+    if not strategy.is_chief(cfg.train):  # multi-worker: only the chief writes under the run dir (TF docs)
+        if not force and artifacts.up_to_date(run_dir / "train", fp):
+            return _run("train", run_dir, inputs, section, work)  # the chief's run is complete: skipped
+        with tempfile.TemporaryDirectory(prefix="cnnpipe-worker-") as tmp:
+            return _run("train", Path(tmp), inputs, section, work, force)
+    result = _run("train", run_dir, inputs, section, work, force)
+    train_mod.discard_checkpoint(result.out_dir)  # the manifest is written: the resume state is done
+    return result
 
 
 # ---------------------------------------------------------------- evaluate

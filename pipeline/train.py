@@ -1,5 +1,9 @@
 """Compile and fit: Adam (AdamW with weight decay) on a warm-up + cosine schedule, early stopping on
 validation loss with the best weights kept, ``history.csv``, TensorBoard logs and a line per epoch.
+
+Training resumes from the last completed epoch after a kill (:mod:`pipeline.resume`), runs under the
+``tf.distribute`` strategy that ``train.strategy`` picks (:mod:`pipeline.strategy`) with ``train.batch_size``
+as the global batch, in ``mixed_float16`` where configured; the saved ``model.keras`` is always float32.
 """
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import math
 from pathlib import Path
 
 from pipeline import artifacts, data
+from pipeline.errors import PipelineError
 
 
 def learning_rate(train_cfg, steps_per_epoch: int):
@@ -41,23 +46,34 @@ def compile_model(model, train_cfg, steps_per_epoch: int):
     return model
 
 
-def datasets(data_dir: Path, meta: dict, cfg):
-    """(train, val) tf.data pipelines, the training one augmented as configured."""
+def datasets(data_dir: Path, meta: dict, cfg, strategy=None):
+    """(train, val) tf.data pipelines, the training one augmented as configured, sharded across workers."""
+    import tensorflow as tf
+
     from pipeline import augment
+    from pipeline import strategy as strategies
 
     augment_fn = augment.build(cfg.augment, len(meta["class_names"]), cfg.train.seed)
-    train_ds = data.train_dataset(data_dir, meta, cfg.train.batch_size, cfg.train.seed, augment_fn)
-    val_ds = data.eval_dataset(data_dir, meta, "val", cfg.train.batch_size)
+    batch = cfg.train.batch_size
+    train_ds = data.train_dataset(data_dir, meta, batch, cfg.train.seed, augment_fn)
+    val_ds = data.eval_dataset(data_dir, meta, "val", batch)
+    # TFRecord pipelines have an unknown length, on which Keras steps the optimizer's iteration count (the
+    # schedule's clock) once more per epoch than it trains; state the number of batches
+    batches = {name: math.ceil(meta["counts"][name] / batch) for name in ("train", "val")}
+    train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(batches["train"]))
+    val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(batches["val"]))
+    if strategy is not None:
+        train_ds, val_ds = strategies.shard(train_ds, strategy), strategies.shard(val_ds, strategy)
     return train_ds, val_ds
 
 
-def callbacks(out_dir: Path, train_cfg):
+def callbacks(out_dir: Path, train_cfg, checkpoint, state, best_weights) -> list:
+    """Early stopping and the per-epoch checkpoint (both resumable), then TensorBoard."""
     import keras
 
-    return [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=train_cfg.patience,
-                                      restore_best_weights=True, verbose=0),
-        keras.callbacks.CSVLogger(str(out_dir / "history.csv")),
+    from pipeline import resume
+
+    return resume.callbacks(checkpoint, state, out_dir / "history.csv", train_cfg, best_weights) + [
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard"), histogram_freq=0,
                                     write_graph=False, profile_batch=0),
     ]
@@ -70,24 +86,126 @@ def save_model(model, path: Path) -> Path:
     return path
 
 
-def fit(model_path: Path, data_dir: Path, cfg, out_dir: Path) -> dict:
-    """Train the model stored at ``model_path``; write ``model.keras`` and ``history.csv`` to ``out_dir``."""
+def default_resume_key(model_path: Path, data_dir: Path, cfg) -> str:
+    """What a checkpoint must match to be resumed: the train stage's fingerprint (inputs + config)."""
+    from pipeline import stages
+
+    return artifacts.fingerprint([model_path, *stages.data_files(data_dir)],
+                                 {"train": cfg.section("train"), "augment": cfg.section("augment")})
+
+
+def discard_checkpoint(out_dir: Path) -> None:
+    """Remove the resume state once the stage's manifest says the run is complete."""
+    from pipeline import resume
+
+    resume.Checkpoint(Path(out_dir) / "checkpoint", "").clear()
+
+
+def training_model(model_path: Path, meta: dict, cfg, policy: str):
+    """The model to train: the built float32 model, or the same architecture rebuilt under the mixed
+    policy (the softmax stays float32) with the built model's weights copied in."""
     import keras
 
     from pipeline import models
 
+    built = models.load(model_path, compile=False)
+    if policy == "float32":
+        return built
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    try:
+        model.set_weights(built.get_weights())
+    except ValueError:
+        raise PipelineError(f"{model_path}: does not match the model.* config; run `cnnpipe build`") from None
+    return model
+
+
+def float32_copy(model, model_path: Path):
+    """The trained weights in a fresh float32 model outside any strategy: what export expects."""
+    from pipeline import models
+
+    final = models.load(model_path, compile=False)
+    final.set_weights(model.get_weights())
+    return final
+
+
+def fit(model_path: Path, data_dir: Path, cfg, out_dir: Path, resume_key: str | None = None,
+        resume_dir: Path | None = None) -> dict:
+    """Train the model stored at ``model_path``; write ``model.keras`` and ``history.csv`` to ``out_dir``.
+
+    Continues from ``<resume_dir or out_dir>/checkpoint`` when it holds a checkpoint of the same run
+    (``resume_key``, default: the train stage's fingerprint). Returns the stage summary, with the manifest
+    additions (seeds, strategy, devices, precision) under the key ``manifest``.
+    """
+    import keras
+
+    from pipeline import resume
+    from pipeline import strategy as strategies
+
+    tc, out_dir = cfg.train, Path(out_dir)
+    strategies.configure(tc)  # devices, seeds, determinism: before TensorFlow runs an op here
+    strategy = strategies.make(tc)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".*.tmp*"):  # left by a write that was killed half-way
+        stale.unlink()
     meta = data.read_meta(data_dir)
-    keras.utils.set_random_seed(cfg.train.seed)
-    model = models.load(model_path, compile=False)
-    steps = math.ceil(meta["counts"]["train"] / cfg.train.batch_size)
-    compile_model(model, cfg.train, steps)
-    train_ds, val_ds = datasets(data_dir, meta, cfg)
-    history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs,
-                        callbacks=callbacks(out_dir, cfg.train), verbose=cfg.train.verbose)
-    save_model(model, out_dir / "model.keras")
-    hist = history.history
-    best = min(range(len(hist["val_loss"])), key=hist["val_loss"].__getitem__)
-    return {"epochs_run": len(hist["val_loss"]), "best_epoch": best + 1,
-            "best_val_loss": float(hist["val_loss"][best]),
-            "best_val_accuracy": float(hist["val_accuracy"][best])}
+    policy = strategies.precision(tc)
+    key = f"{resume_key or default_resume_key(model_path, data_dir, cfg)}/{policy}"
+    ckpt = resume.Checkpoint(Path(resume_dir or out_dir) / "checkpoint", key, out_dir / "checkpoint")
+    state = resume_state(ckpt, strategy)
+    resumed_from = state.epoch if state else None
+    with strategy.scope():
+        steps = math.ceil(meta["counts"]["train"] / tc.batch_size)
+        model = compile_model(training_model(model_path, meta, cfg, policy), tc, steps)
+        if state is not None:
+            ckpt.restore(model, state)
+    state = state or resume.State(key)
+    best = ckpt.best_weights(state)
+    keras.utils.set_random_seed(tc.seed)  # again: rebuilding a mixed-precision model reseeds
+    if not state.finished(tc.epochs):
+        train_ds, val_ds = datasets(data_dir, meta, cfg, strategy)
+        strategies.local_symbolic_build(model, strategy)
+        model.fit(train_ds, validation_data=val_ds, epochs=tc.epochs, initial_epoch=state.epoch,
+                  callbacks=callbacks(out_dir, tc, ckpt, state, best), verbose=tc.verbose, shuffle=False)
+    elif best is not None:
+        model.set_weights(best)  # it had finished before the kill: what early stopping restores at the end
+    save_model(float32_copy(model, model_path), out_dir / "model.keras")
+    resume.write_history(out_dir / "history.csv", state.history)
+    return summarize(state, resumed_from, strategy, cfg)
+
+
+def resume_state(ckpt, strategy):
+    """The checkpoint state to continue from, or None (and any checkpoint of another run is removed).
+
+    Multi-worker: every worker must continue from the same epoch; when one of them has no copy of the
+    chief's checkpoint (no shared storage), all of them start afresh."""
+    from pipeline import strategy as strategies
+
+    state = ckpt.load()
+    if not strategies.same_on_all_workers(strategy, state.epoch if state else -1):
+        state = None
+    if state is None:
+        ckpt.clear()
+    return state
+
+
+def summarize(state, resumed_from, strategy, cfg) -> dict:
+    from pipeline import strategy as strategies
+
+    hist = state.history
+    best = min(range(len(hist)), key=lambda i: hist[i]["val_loss"])
+    where = strategies.describe(strategy, cfg.train)
+    summary = {"epochs_run": len(hist), "best_epoch": best + 1,
+               "best_val_loss": float(hist[best]["val_loss"]),
+               "best_val_accuracy": float(hist[best]["val_accuracy"]),
+               "strategy": f"{where['strategy']}, {where['replicas']} replica(s), {where['precision']}"}
+    if resumed_from is not None:
+        summary["resumed_from_epoch"] = resumed_from
+    summary["manifest"] = {
+        "seeds": {"data": cfg.data.seed, "model": cfg.model.seed, "train": cfg.train.seed},
+        "deterministic": cfg.train.deterministic, "distribution": where, "resumed_from_epoch": resumed_from}
+    return summary
