@@ -40,9 +40,13 @@ export-tflite: $(STAMP)
 fashion-mnist: $(STAMP)
 	$(CNNPIPE) run --config configs/fashion_mnist.yaml $(foreach s,$(SET),--set $(s))
 
-## test: run the test suite
+## test: run the test suite (tests marked slow run with `make test-slow`)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+## test-slow: run only the slow tests (multi-worker kill and restart)
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 ## benchmark: measure training, input-pipeline and edge-inference speed; writes benchmarks/results.json
 benchmark: $(STAMP)
@@ -56,4 +60,4 @@ clean:
 distclean: clean
 	rm -rf $(VENV) *.egg-info
 
-.PHONY: help install train evaluate export-tflite fashion-mnist test benchmark clean distclean
+.PHONY: help install train evaluate export-tflite fashion-mnist test test-slow benchmark clean distclean

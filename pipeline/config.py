@@ -155,6 +155,9 @@ def _coerce(key: str, value: Any, tp, meta: dict):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         out = float(value)
     elif tp is str:
+        choices = meta.get("choices") or []
+        if isinstance(value, bool) and "on" in choices:  # YAML reads a bare on/off as true/false
+            value = "on" if value else "off"
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         out = value
@@ -237,6 +240,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
+        value = text
+    if isinstance(value, dict):  # "folder:" or "tfds:mnist" parse as mappings; no key takes one
         value = text
     return parts, value
 

@@ -93,7 +93,7 @@ def write_split(directory: Path, name: str, images: np.ndarray, labels: np.ndarr
                         "image": _feature_bytes(np.ascontiguousarray(images[i]).tobytes()),
                         "label": _feature_int(labels[i]),
                     }))
-                    writer.write(example.SerializeToString())
+                    writer.write(example.SerializeToString(deterministic=True))
         paths.append(path)
     return paths
 

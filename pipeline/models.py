@@ -30,7 +30,7 @@ def _conv_block(x, filters, m, name):
     x = L.Conv2D(filters, m.kernel_size, strides=m.strides, padding=m.padding, use_bias=not m.batch_norm,
                  name=f"{name}_conv")(x)
     if m.batch_norm:
-        x = L.BatchNormalization(name=f"{name}_bn")(x)
+        x = L.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
     return L.ReLU(name=f"{name}_relu")(x)
 
 
@@ -88,10 +88,10 @@ def _resnet8(x, m, size):
         if stride > 1:
             size = _check_pool(size, 2, f"stage {i}", image)
         y = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"res{i}_conv1")(x)
-        y = L.BatchNormalization(name=f"res{i}_bn1")(y)
+        y = L.BatchNormalization(momentum=0.9, name=f"res{i}_bn1")(y)
         y = L.ReLU(name=f"res{i}_relu1")(y)
         y = L.Conv2D(filters, 3, padding="same", use_bias=False, name=f"res{i}_conv2")(y)
-        y = L.BatchNormalization(name=f"res{i}_bn2")(y)
+        y = L.BatchNormalization(momentum=0.9, name=f"res{i}_bn2")(y)
         if stride > 1 or x.shape[-1] != filters:
             x = L.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"res{i}_proj")(x)
         x = L.ReLU(name=f"res{i}_out")(L.Add(name=f"res{i}_add")([x, y]))
@@ -108,7 +108,7 @@ def _conv1d(x, m, size):
     for i, filters in enumerate(m.filters):
         x = L.Conv1D(filters, m.kernel_size, strides=m.strides, padding=m.padding, name=f"block{i}_conv")(x)
         if m.batch_norm:
-            x = L.BatchNormalization(name=f"block{i}_bn")(x)
+            x = L.BatchNormalization(momentum=0.9, name=f"block{i}_bn")(x)
         x = L.ReLU(name=f"block{i}_relu")(x)
         if m.pool_size > 1:
             length = length // m.pool_size

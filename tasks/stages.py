@@ -24,6 +24,14 @@ def _table(result) -> str:
     return "\n".join(lines)
 
 
+def prepare_training(ctx: Context) -> None:
+    """Set up devices and the distribution strategy before any stage starts TensorFlow (the CPU split and
+    MultiWorkerMirroredStrategy can only be configured then)."""
+    from pipeline import strategy
+
+    strategy.prepare(ctx.cfg.train)
+
+
 def run_stage(ctx: Context, stage: str, force: bool = False):
     from pipeline import stages
 
@@ -70,7 +78,10 @@ def build(ctx: Context, force: bool):
 @stage_options
 @FORCE
 def train(ctx: Context, force: bool):
-    """Train the model: Adam, LR schedule, early stopping, history.csv, TensorBoard logs."""
+    """Train the model: Adam, LR schedule, early stopping, history.csv, TensorBoard logs.
+
+    An interrupted run (killed at any moment) continues from its last completed epoch."""
+    prepare_training(ctx)
     run_stage(ctx, "train", force)
 
 
@@ -100,7 +111,10 @@ def run_all(ctx: Context, force: bool, until: str):
     from pipeline.stages import ORDER
 
     start = time.time()
-    for stage in ORDER[:ORDER.index(until) + 1]:
+    stages = ORDER[:ORDER.index(until) + 1]
+    if "train" in stages:
+        prepare_training(ctx)
+    for stage in stages:
         run_stage(ctx, stage, force)
     echo(f"done: run {ctx.run} in {time.time() - start:.1f} s")
 

@@ -82,3 +82,10 @@ def test_cli_config_lists_keys(workdir):
     result = invoke(["config", "--config", DEFAULT_CONFIG, "--set", "train.epochs=3"])
     assert result.exit_code == 0
     assert "train.epochs" in result.output and "= 3" in result.output
+
+
+def test_bare_on_off_in_yaml_read_as_strings(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  mixed_precision: off\n")
+    assert config.load(path).train.mixed_precision == "off"
+    assert config.load(None, ["train.mixed_precision=on"]).train.mixed_precision == "on"
