@@ -59,9 +59,12 @@ def _io(detail: dict) -> dict:
 class EdgeModel:
     """A single-input, single-output image classifier in a ``.tflite`` file, run with LiteRT at batch 1."""
 
-    def __init__(self, model, num_threads: int | None = None):
+    def __init__(self, model, num_threads: int | None = None, reference: bool = False):
+        """``reference=True`` runs LiteRT's reference kernels (no XNNPACK), the arithmetic that
+        microcontroller kernels reproduce bit for bit; golden vectors are computed that way."""
         self.name, content = _read_model(model)
-        self._interp = _interpreter(self.name, content, num_threads)
+        resolver = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
+        self._interp = _interpreter(self.name, content, num_threads, resolver)
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
             raise PipelineError(f"{self.name}: expected 1 input and 1 output, not {len(ins)} and {len(outs)}")

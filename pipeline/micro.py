@@ -70,10 +70,11 @@ def c_array(model_bytes: bytes, name: str = "g_model", arena_bytes: int | None =
 
 
 def golden_vectors(model_bytes: bytes, images: np.ndarray, labels: np.ndarray, n: int) -> dict:
-    """The first ``n`` images as the file's quantized input bytes, LiteRT's raw outputs and the labels."""
+    """The first ``n`` images as the file's quantized input bytes, LiteRT's raw outputs (reference kernels)
+    and the labels."""
     from pipeline.edge import EdgeModel
 
-    model = EdgeModel(model_bytes)
+    model = EdgeModel(model_bytes, reference=True)
     if model.input_dtype.name not in C_TYPES or model.output_dtype.name not in C_TYPES:
         raise PipelineError(f"golden vectors need a quantized model; this one takes {model.input_dtype.name}")
     inputs = model.quantize(np.asarray(images)[:n])
