@@ -29,7 +29,8 @@ def convert(model, fmt: str, rep_images: np.ndarray | None = None, io_dtype: str
     """Convert a Keras model taking raw pixels to TFLite bytes in mode ``fmt``.
 
     float32: no quantization. float16: float16 weights. dynamic: int8 weights, float activations.
-    int8: every op int8, input/output ``io_dtype`` (int8 or uint8). int16x8: int16 activations, int8 weights.
+    int8: every op int8, input/output ``io_dtype`` (int8, uint8, or float32 for a float interface around
+    the int8 graph). int16x8: int16 activations, int8 weights.
     """
     import tensorflow as tf
 
@@ -58,13 +59,14 @@ def convert(model, fmt: str, rep_images: np.ndarray | None = None, io_dtype: str
         converter.representative_dataset = rep
         if fmt == "int8":
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            io = tf.uint8 if io_dtype == "uint8" else tf.int8
+            io = {"uint8": tf.uint8, "int8": tf.int8, "float32": None}[io_dtype]
         else:
             converter.target_spec.supported_ops = [
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
             io = tf.int16
-        converter.inference_input_type = io
-        converter.inference_output_type = io
+        if io is not None:  # float32 keeps a float interface with QUANTIZE/DEQUANTIZE at the ends
+            converter.inference_input_type = io
+            converter.inference_output_type = io
     elif fmt != "dynamic" and fmt != "float32":
         raise ValueError(f"unknown export format {fmt!r}")
     return converter.convert()

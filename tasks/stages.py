@@ -58,47 +58,27 @@ def _notes(stage: str, result) -> None:
         echo(f"  published {result.summary.get('published')}")
 
 
-@click.command()
-@stage_options
-@FORCE
-def ingest(ctx: Context, force: bool):
-    """Load data.source, run preflight checks, split (stratified, seeded) and write TFRecord shards."""
-    run_stage(ctx, "ingest", force)
+def _stage_command(stage: str, doc: str):
+    """The command of one stage: the shared options, then the stage (the strategy first for train)."""
+    @click.command(stage, help=doc)
+    @stage_options
+    @FORCE
+    def command(ctx: Context, force: bool):
+        if stage == "train":
+            prepare_training(ctx)
+        run_stage(ctx, stage, force)
+    return command
 
 
-@click.command()
-@stage_options
-@FORCE
-def build(ctx: Context, force: bool):
-    """Build the untrained Keras model from the model.* keys (writes model/model.keras)."""
-    run_stage(ctx, "build", force)
-
-
-@click.command()
-@stage_options
-@FORCE
-def train(ctx: Context, force: bool):
-    """Train the model: Adam, LR schedule, early stopping, history.csv, TensorBoard logs.
-
-    An interrupted run (killed at any moment) continues from its last completed epoch."""
-    prepare_training(ctx)
-    run_stage(ctx, "train", force)
-
-
-@click.command()
-@stage_options
-@FORCE
-def evaluate(ctx: Context, force: bool):
-    """Evaluate on the test split: metrics.json and confusion_matrix.png."""
-    run_stage(ctx, "evaluate", force)
-
-
-@click.command()
-@stage_options
-@FORCE
-def export(ctx: Context, force: bool):
-    """Convert to TFLite (export.formats), check parity with LiteRT, publish exported/<run>/."""
-    run_stage(ctx, "export", force)
+ingest = _stage_command(
+    "ingest", "Load data.source, run preflight checks, split (stratified, seeded) and write TFRecord shards.")
+build = _stage_command("build", "Build the untrained Keras model from the model.* keys (writes model/model.keras).")
+train = _stage_command(
+    "train", "Train the model: Adam, LR schedule, early stopping, history.csv, TensorBoard logs.\n\n"
+             "An interrupted run (killed at any moment) continues from its last completed epoch.")
+evaluate = _stage_command("evaluate", "Evaluate on the test split: metrics.json and confusion_matrix.png.")
+export = _stage_command(
+    "export", "Convert to TFLite (export.formats), check parity with LiteRT, publish exported/<run>/.")
 
 
 @click.command("run")

@@ -25,28 +25,10 @@ _CACHE: dict = {}
 
 def _convert(model, mode: str, rep: np.ndarray) -> bytes:
     """TFLite bytes at a fixed batch of 1. Modes: float32 float16 dynamic int8 uint8 int8_float_io int16x8."""
-    import tensorflow as tf
+    from pipeline import export
 
-    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 1], tf.float32, name="pixels")])
-    def serve(pixels):
-        return model(pixels, training=False)
-
-    # no trackable object: with one, Keras 3 weights stay resource variables (VAR_HANDLE/READ_VARIABLE ops)
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()])
-    if mode != "float32":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "float16":
-        conv.target_spec.supported_types = [tf.float16]
-    if mode in ("int8", "uint8", "int8_float_io", "int16x8"):
-        conv.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in rep)
-    if mode in ("int8", "uint8"):
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = conv.inference_output_type = tf.int8 if mode == "int8" else tf.uint8
-    if mode == "int16x8":
-        ops = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-        conv.target_spec.supported_ops = [ops]
-        conv.inference_input_type = conv.inference_output_type = tf.int16
-    return conv.convert()
+    fmt, io = {"uint8": ("int8", "uint8"), "int8_float_io": ("int8", "float32")}.get(mode, (mode, "int8"))
+    return export.convert(model, fmt, rep, io)
 
 
 def build_tiny_models() -> dict:
