@@ -16,7 +16,10 @@ def representative_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     n = min(n, len(labels))
     classes, counts = np.unique(labels, return_counts=True)
-    quota = np.maximum(1, np.floor(counts / counts.sum() * n).astype(int))
+    share = counts / counts.sum() * n
+    quota = np.floor(share).astype(int)
+    quota[np.argsort(quota - share)[:n - quota.sum()]] += 1  # largest remainders get the leftover
+    quota = np.minimum(np.maximum(quota, 1), counts)
     picked = []
     for cls, q in zip(classes, quota):
         idx = np.flatnonzero(labels == cls)
