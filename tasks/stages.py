@@ -55,7 +55,7 @@ def _notes(stage: str, result) -> None:
         report = artifacts.read_json(result.out_dir / "preflight.json")
         echo(preflight.table(report))
     if stage == "export":
-        echo(f"  published {result.summary.get('published')}")
+        echo(f"  parity report: {result.summary['published']}/report.md")
 
 
 def _stage_command(stage: str, doc: str):
