@@ -36,8 +36,14 @@ evaluate: $(STAMP)
 export-tflite: $(STAMP)
 	$(CNNPIPE) run --until export $(ARGS)
 
+FASHION = /usr/share/datasets/fashion-mnist
+
+$(FASHION):
+	@echo "Fashion-MNIST IDX files missing: installing the Debian package dataset-fashion-mnist (needs root)"
+	apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
+
 ## fashion-mnist: run every stage on Fashion-MNIST (local IDX files when TFDS cannot download)
-fashion-mnist: $(STAMP)
+fashion-mnist: $(STAMP) $(FASHION)
 	$(CNNPIPE) run --config configs/fashion_mnist.yaml $(foreach s,$(SET),--set $(s))
 
 ## test: run the test suite (tests marked slow run with `make test-slow`)
@@ -49,7 +55,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 ## benchmark: measure training, input-pipeline and edge-inference speed; writes benchmarks/results.json
-benchmark: $(STAMP)
+benchmark: $(STAMP) $(FASHION)
 	$(BIN)/python -m tasks.benchmark --out benchmarks/results.json
 
 ## clean: remove runs/ and exported bundles (keeps .venv)
