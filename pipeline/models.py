@@ -140,9 +140,13 @@ def load(path: str | Path, compile: bool = True):
     """Load a ``.keras`` file with ``safe_mode`` (no arbitrary code); a broken file is a one-line error."""
     import keras
 
+    import zipfile
+
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: model file not found")
+    if not zipfile.is_zipfile(path):
+        raise PipelineError(f"{path}: not a readable .keras model (not a zip archive: truncated or another format)")
     try:
         return keras.models.load_model(path, compile=compile, safe_mode=True)
     except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError ... from a corrupt or foreign file
