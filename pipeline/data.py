@@ -44,7 +44,7 @@ def make_splits(source_splits: dict, data_cfg) -> dict:
     """
     rng = np.random.default_rng(data_cfg.seed)
     splits = dict(source_splits)
-    if not data_cfg.use_source_splits or "all" in splits:
+    if not data_cfg.use_source_splits or "all" in splits or "train" not in splits:
         xs = [x for x, _ in splits.values()]
         ys = [y for _, y in splits.values()]
         splits = {"all": (np.concatenate(xs), np.concatenate(ys))}
@@ -53,13 +53,14 @@ def make_splits(source_splits: dict, data_cfg) -> dict:
         keep, held = _stratified_cut(pool_y, data_cfg.test_fraction, rng)
         splits["train"] = (pool_x[keep], pool_y[keep])
         splits["test"] = (pool_x[held], pool_y[held])
-    if "train" not in splits:
-        splits["train"] = splits.pop("all")
     if "val" not in splits:
         x, y = splits["train"]
         keep, held = _stratified_cut(y, data_cfg.val_fraction, rng)
         splits["train"] = (x[keep], y[keep])
         splits["val"] = (x[held], y[held])
+    x, y = splits["train"]
+    order = rng.permutation(len(y))  # shards in random order: the shuffle buffer then mixes classes
+    splits["train"] = (x[order], y[order])
     for name in SPLITS:
         if len(splits[name][1]) == 0:
             raise PipelineError(f"data: the {name} split is empty; the source has too few images per class")
@@ -141,7 +142,7 @@ def load_split(data_dir: Path, name: str, meta: dict | None = None):
 
 # ---------------------------------------------------------------- training input pipeline
 
-def _to_float(num_classes: int, smoothing: float = 0.0):
+def _to_float(num_classes: int):
     import tensorflow as tf
 
     def fn(image, label):

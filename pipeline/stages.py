@@ -33,9 +33,10 @@ def _require(path: Path, stage: str, before: str) -> Path:
 
 
 def _run(stage: str, run_dir: Path, inputs: list, section: dict, work: Callable[[Path], tuple],
-         force: bool = False, extra_ok: Callable[[dict], bool] | None = None) -> StageResult:
+         force: bool = False, extra_ok: Callable[[dict], bool] | None = None, fp: str | None = None
+         ) -> StageResult:
     out_dir = run_dir / DIRS[stage]
-    fp = artifacts.fingerprint(inputs, section)
+    fp = fp or artifacts.fingerprint(inputs, section)
     if not force and artifacts.up_to_date(out_dir, fp):
         manifest = artifacts.read_json(out_dir / "manifest.json")
         if extra_ok is None or extra_ok(manifest):
@@ -52,7 +53,9 @@ def _run(stage: str, run_dir: Path, inputs: list, section: dict, work: Callable[
     return StageResult(stage, out_dir, False, manifest, summary)
 
 
-def data_files(data_dir: Path) -> list:
+def data_files(data_dir: Path, stage: str) -> list:
+    """The ingested shards and ``classes.json``, once ingest has committed them (its manifest exists)."""
+    _require(data_dir / "manifest.json", stage, "ingest")
     return sorted(data_dir.glob("*.tfrecord")) + [data_dir / "classes.json"]
 
 
@@ -69,8 +72,8 @@ def ingest(cfg, run_dir: Path, force: bool = False) -> StageResult:
         src = sources.load(cfg.data)
         splits = data.make_splits(src.splits, cfg.data)
         splits, report = preflight.run(splits, src.class_names, src.skipped, cfg.data.dedupe)
-        for old in out.glob("*.tfrecord"):
-            old.unlink()
+        for old in [out / "classes.json", *out.glob("*.tfrecord")]:
+            old.unlink(missing_ok=True)
         outputs = []
         for name, (x, y) in splits.items():
             outputs += data.write_split(out, name, x, y, cfg.data.shard_size)
@@ -92,7 +95,8 @@ def ingest(cfg, run_dir: Path, force: bool = False) -> StageResult:
 
 def build(cfg, run_dir: Path, force: bool = False) -> StageResult:
     data_dir = run_dir / "data"
-    classes = _require(data_dir / "classes.json", "build", "ingest")
+    data_files(data_dir, "build")
+    classes = data_dir / "classes.json"
 
     def work(out: Path):
         from pipeline import data, models, train
@@ -106,18 +110,24 @@ def build(cfg, run_dir: Path, force: bool = False) -> StageResult:
         return [path, summary_txt], {"preset": cfg.model.preset, "params": models.param_count(model),
                                      "layers": len(model.layers)}, {}
 
-    return _run("build", run_dir, [classes], {"model": cfg.section("model")}, work, force)
+    base = [Path(cfg.model.base_model)] if Path(cfg.model.base_model or "/nonexistent").is_file() else []
+    return _run("build", run_dir, [classes, *base], {"model": cfg.section("model")}, work, force)
 
 
 # ---------------------------------------------------------------- train
+
+def train_inputs(cfg, run_dir: Path) -> tuple[list, dict]:
+    """The train stage's input files and config section: its fingerprint is also the resume key."""
+    model_path = _require(run_dir / "model" / "model.keras", "train", "build")
+    return [model_path, *data_files(run_dir / "data", "train")], \
+        {"train": cfg.section("train"), "augment": cfg.section("augment")}
+
 
 def train(cfg, run_dir: Path, force: bool = False) -> StageResult:
     from pipeline import strategy, train as train_mod
 
     data_dir, model_path = run_dir / "data", run_dir / "model" / "model.keras"
-    _require(model_path, "train", "build")
-    inputs = [model_path, *data_files(data_dir)]
-    section = {"train": cfg.section("train"), "augment": cfg.section("augment")}
+    inputs, section = train_inputs(cfg, run_dir)
     fp = artifacts.fingerprint(inputs, section)
 
     def work(out: Path):
@@ -128,10 +138,10 @@ def train(cfg, run_dir: Path, force: bool = False) -> StageResult:
 
     if not strategy.is_chief(cfg.train):  # multi-worker: only the chief writes under the run dir (TF docs)
         if not force and artifacts.up_to_date(run_dir / "train", fp):
-            return _run("train", run_dir, inputs, section, work)  # the chief's run is complete: skipped
+            return _run("train", run_dir, inputs, section, work, fp=fp)  # the chief's run is complete
         with tempfile.TemporaryDirectory(prefix="cnnpipe-worker-") as tmp:
-            return _run("train", Path(tmp), inputs, section, work, force)
-    result = _run("train", run_dir, inputs, section, work, force)
+            return _run("train", Path(tmp), inputs, section, work, force, fp=fp)
+    result = _run("train", run_dir, inputs, section, work, force, fp=fp)
     train_mod.discard_checkpoint(result.out_dir)  # the manifest is written: the resume state is done
     return result
 
@@ -141,7 +151,7 @@ def train(cfg, run_dir: Path, force: bool = False) -> StageResult:
 def evaluate(cfg, run_dir: Path, force: bool = False) -> StageResult:
     data_dir, model_path = run_dir / "data", run_dir / "train" / "model.keras"
     _require(model_path, "evaluate", "train")
-    inputs = [model_path, *data_files(data_dir)]
+    inputs = [model_path, *data_files(data_dir, "evaluate")]
 
     def work(out: Path):
         from pipeline import evaluate as evaluate_mod
@@ -158,7 +168,7 @@ def evaluate(cfg, run_dir: Path, force: bool = False) -> StageResult:
 def export(cfg, run_dir: Path, force: bool = False) -> StageResult:
     data_dir, model_path = run_dir / "data", run_dir / "train" / "model.keras"
     _require(model_path, "export", "train")
-    inputs = [model_path, *data_files(data_dir)]
+    inputs = [model_path, *data_files(data_dir, "export")]
     dest = Path(cfg.export.dest) / run_dir.name
 
     def published(manifest: dict) -> bool:

@@ -90,8 +90,7 @@ def default_resume_key(model_path: Path, data_dir: Path, cfg) -> str:
     """What a checkpoint must match to be resumed: the train stage's fingerprint (inputs + config)."""
     from pipeline import stages
 
-    return artifacts.fingerprint([model_path, *stages.data_files(data_dir)],
-                                 {"train": cfg.section("train"), "augment": cfg.section("augment")})
+    return artifacts.fingerprint(*stages.train_inputs(cfg, Path(data_dir).parent))
 
 
 def discard_checkpoint(out_dir: Path) -> None:

@@ -35,7 +35,6 @@ def prepare_training(ctx: Context) -> None:
 def run_stage(ctx: Context, stage: str, force: bool = False):
     from pipeline import stages
 
-    ctx.run_dir.mkdir(parents=True, exist_ok=True)
     echo(click.style(f"[{stage}]", bold=True) + f" run {ctx.run} -> {ctx.run_dir / stages.DIRS[stage]}")
     start = time.time()
     result = stages.STAGES[stage](ctx.cfg, ctx.run_dir, force=force)

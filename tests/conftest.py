@@ -16,7 +16,8 @@ DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
 # A small, fast variant of the default: a few epochs of a narrow CNN on the bundled digits.
 TINY = [
     "--set", "model.filters=[8, 16]", "--set", "model.dense=[32]",
-    "--set", "train.epochs=4", "--set", "train.batch_size=64", "--set", "train.verbose=0",
+    "--set", "train.epochs=4", "--set", "train.batch_size=32", "--set", "train.warmup_epochs=0",
+    "--set", "train.verbose=0",
     "--set", "export.representative_samples=100", "--set", "export.golden_vectors=4",
 ]
 

@@ -154,3 +154,23 @@ def test_default_config_reaches_97_percent_and_int8_within_one_point(workdir):
     int8 = card["files"]["int8"]["parity"]
     assert int8["accuracy"] >= 0.97
     assert int8["accuracy_drop_points"] <= 1.0
+
+
+def test_stages_need_a_committed_ingest(workdir):
+    args = ["--config", DEFAULT_CONFIG, "--run", "half"]
+    assert invoke(["ingest", *args]).exit_code == 0
+    (workdir / "runs/half/data/manifest.json").unlink()  # as if ingest was killed before committing
+    result = invoke(["build", *args])
+    assert result.exit_code == 2
+    assert "runs/half/data/manifest.json: not found; run `cnnpipe ingest` before `cnnpipe build`" in result.output
+    assert not (workdir / "runs/half/model/model.keras").exists()
+
+
+def test_make_splits_pools_a_source_without_train_split():
+    cfg = config.load(None).data
+    x = np.arange(200, dtype=np.uint8).reshape(200, 1, 1, 1)
+    y = np.repeat(np.arange(4), 50)
+    splits = data.make_splits({"test": (x, y)}, cfg)
+    assert sum(len(v[1]) for v in splits.values()) == 200
+    assert all(set(np.unique(v[1])) == {0, 1, 2, 3} for v in splits.values())
+    assert not np.array_equal(splits["train"][1], np.sort(splits["train"][1]))  # not in class order

@@ -12,9 +12,6 @@ import numpy as np
 
 from pipeline.errors import ConfigError, PipelineError
 
-SPLITS = ("train", "val", "test")
-
-
 @dataclass
 class SourceData:
     """What a source yields before the pipeline splits it.
@@ -94,12 +91,22 @@ def source_path(arg: str) -> Path:
     return Path(arg).expanduser()
 
 
+def _tfds_prepared(name: str, data_cfg) -> bool:
+    import os
+
+    root = Path(data_cfg.tfds_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
+    folder = root / name.split(":")[0].split("/")[0]
+    return folder.is_dir() and any(folder.rglob("dataset_info.json"))
+
+
 def identity(data_cfg) -> dict:
     """A cheap description of what the source currently holds, so ingest reruns when the data changes.
 
     Files are identified by path, size and modification time (hashing every image of a large folder on each
     call would cost as much as ingesting it); the written shards are hashed into later stages' manifests.
     """
+    from pipeline.artifacts import sha256_json
+
     out = {}
     for key in ("source", "fallback"):
         value = getattr(data_cfg, key)
@@ -108,18 +115,13 @@ def identity(data_cfg) -> dict:
         kind, arg = parse(value)
         if kind in ("idx", "folder"):
             root = source_path(arg)
-            listing = sorted((str(p.relative_to(root)), p.stat().st_size, int(p.stat().st_mtime))
-                             for p in root.rglob("*") if p.is_file()) if root.is_dir() else None
-            out[key] = {"path": str(root.resolve()), "files": _digest(listing)}
-        elif kind == "tfds":
-            out[key] = {"name": arg, "dir": data_cfg.tfds_dir}
+            listing = sorted((str(p.relative_to(root)), st.st_size, int(st.st_mtime))
+                             for p, st in ((p, p.stat()) for p in root.rglob("*") if p.is_file())
+                             ) if root.is_dir() else None
+            out[key] = {"path": str(root.resolve()), "files": sha256_json(listing)}
+        elif kind == "tfds":  # a prepared copy appearing later (after an offline fallback) re-ingests
+            out[key] = {"name": arg, "dir": data_cfg.tfds_dir, "prepared": _tfds_prepared(arg, data_cfg)}
         else:
             from importlib import metadata
             out[key] = {"scikit-learn": metadata.version("scikit-learn")}
     return out
-
-
-def _digest(obj) -> str:
-    import hashlib
-    import json
-    return hashlib.sha256(json.dumps(obj).encode()).hexdigest()
