@@ -68,7 +68,9 @@ def _box_mask(shape, centre_y, centre_x, half_h, half_w):
     xs = tf.range(w, dtype=tf.float32)[None, None, :]
     cy, cx = centre_y[:, None, None], centre_x[:, None, None]
     hh, hw = half_h[:, None, None], half_w[:, None, None]
-    inside = (tf.abs(ys - cy) < hh) & (tf.abs(xs - cx) < hw)
+    # half-open pixel ranges [y0, y0 + side): exactly round(side) rows and columns, odd or even
+    y0, x0 = tf.floor(cy - hh), tf.floor(cx - hw)
+    inside = (ys >= y0) & (ys < y0 + tf.round(2 * hh)) & (xs >= x0) & (xs < x0 + tf.round(2 * hw))
     return inside[..., None]
 
 

@@ -144,3 +144,14 @@ def test_label_text():
     names = ["a", "b", "c"]
     assert label_text([0, 1, 0], names) == "b"
     assert label_text([0.3, 0.7, 0], names) == "b 0.70 / a 0.30"
+
+
+@pytest.mark.parametrize("side", [1, 2, 3, 4, 7])
+def test_box_mask_covers_exactly_side_by_side_pixels(side):
+    import tensorflow as tf
+
+    from pipeline.augment import _box_mask
+
+    half = tf.constant([side / 2.0])
+    mask = _box_mask(tf.shape(tf.zeros([1, 16, 16, 1])), tf.constant([8.5]), tf.constant([8.5]), half, half)
+    assert int(tf.reduce_sum(tf.cast(mask, tf.int32))) == side * side
