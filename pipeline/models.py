@@ -25,6 +25,15 @@ def _check_pool(size: list[int], pool: int, where: str, image: list[int]) -> lis
     return [s // pool for s in size]
 
 
+def _conv_out(size: list[int], m, image: list[int]) -> list[int]:
+    """Spatial size after a convolution with model.kernel_size / strides / padding."""
+    out = [-(-s // m.strides) if m.padding == "same" else (s - m.kernel_size) // m.strides + 1 for s in size]
+    if min(out) < 1:
+        raise ConfigError(f"data.image_size: {'x'.join(map(str, image))} is too small for "
+                          f"model.kernel_size {m.kernel_size} / strides {m.strides} with padding {m.padding}")
+    return out
+
+
 def _conv_block(x, filters, m, name):
     L = _layers()
     x = L.Conv2D(filters, m.kernel_size, strides=m.strides, padding=m.padding, use_bias=not m.batch_norm,
@@ -49,11 +58,8 @@ def _small(x, m, size):
     L = _layers()
     image = list(size)
     for i, filters in enumerate(m.filters):
+        size = _conv_out(size, m, image)
         x = _conv_block(x, filters, m, f"block{i}")
-        size = [max(1, -(-s // m.strides)) if m.padding == "same" else s - m.kernel_size + 1 for s in size]
-        if min(size) < 1:
-            raise ConfigError(f"data.image_size: too small for model.kernel_size {m.kernel_size} with "
-                              "padding valid")
         if m.pool_size > 1:
             size = _check_pool(size, m.pool_size, f"block {i}", image)
             x = L.MaxPooling2D(m.pool_size, name=f"block{i}_pool")(x)
@@ -106,6 +112,7 @@ def _conv1d(x, m, size):
     length, channels = size[1], x.shape[-1]
     x = L.Reshape((length, channels), name="to_sequence")(x)
     for i, filters in enumerate(m.filters):
+        length = _conv_out([length], m, [length])[0]
         x = L.Conv1D(filters, m.kernel_size, strides=m.strides, padding=m.padding, name=f"block{i}_conv")(x)
         if m.batch_norm:
             x = L.BatchNormalization(momentum=0.9, name=f"block{i}_bn")(x)
@@ -159,6 +166,8 @@ def transfer(model_cfg, input_shape, num_classes: int):
     import keras
 
     keras.utils.set_random_seed(model_cfg.seed)
+    if not Path(model_cfg.base_model).is_file():
+        raise ConfigError(f"model.base_model: {model_cfg.base_model}: no such file")
     base = load(model_cfg.base_model, compile=False)
     if tuple(base.input_shape[1:]) != tuple(input_shape):
         raise ConfigError(f"model.base_model: {model_cfg.base_model} takes input {base.input_shape[1:]}, "

@@ -36,6 +36,13 @@ def test_small_uses_configured_kernel_stride_padding():
 def test_image_too_small_for_pooling_is_a_config_error():
     with pytest.raises(ConfigError, match="data.image_size: 4x4 is too small for the model's pooling"):
         models.build(_cfg("model.filters=[8, 16, 32]"), (4, 4, 1), 10)
+    with pytest.raises(ConfigError, match="8x8 is too small for model.kernel_size 3 / strides 4 with padding valid"):
+        models.build(_cfg("model.filters=[8, 8]", "model.strides=4", "model.padding=valid",
+                          "model.pool_size=1"), (8, 8, 1), 10)
+    with pytest.raises(ConfigError, match="is too small for model.kernel_size 9"):
+        models.build(_cfg("model.preset=conv1d", "model.kernel_size=9", "model.padding=valid"), (1, 8, 1), 3)
+    with pytest.raises(ConfigError, match="model.base_model: nope.keras: no such file"):
+        models.build(_cfg("model.base_model=nope.keras"), (8, 8, 1), 3)
     with pytest.raises(ConfigError, match="lenet5 needs images of at least 12x12"):
         models.build(_cfg("model.preset=lenet5"), (8, 8, 1), 10)
 
