@@ -17,8 +17,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 STAGES = ("data", "model", "train", "eval", "export")
 LIBRARIES = ("tensorflow", "keras", "numpy", "scikit-learn", "ai-edge-litert", "tensorflow-datasets")
 
@@ -50,7 +48,9 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; published files get the usual permissions
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; published files get the usual permissions
     tmp = Path(tmp)
     try:
         yield tmp
@@ -137,6 +137,8 @@ def publish_dir(staging: Path, dest: Path) -> None:
     """Replace ``dest`` by the fully written ``staging`` folder with renames, never leaving it half-written."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     old = dest.with_name(f".{dest.name}.old")
+    if old.exists() and not dest.exists():  # a previous swap was killed between its two renames
+        os.replace(old, dest)
     if old.exists():
         shutil.rmtree(old)
     if dest.exists():

@@ -6,6 +6,7 @@ Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` nam
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,8 @@ def _coerce(key: str, value: Any, tp, meta: dict):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         out = float(value)
+        if not math.isfinite(out):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     elif tp is str:
         choices = meta.get("choices") or []
         if isinstance(value, bool) and "on" in choices:  # YAML reads a bare on/off as true/false

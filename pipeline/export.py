@@ -20,6 +20,8 @@ def representative_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     quota = np.floor(share).astype(int)
     quota[np.argsort(quota - share)[:n - quota.sum()]] += 1  # largest remainders get the leftover
     quota = np.minimum(np.maximum(quota, 1), counts)
+    while quota.sum() > n and (quota > 1).any():  # the "at least one" top-ups came out of the largest
+        quota[np.argmax(np.where(quota > 1, quota - share, -np.inf))] -= 1
     picked = []
     for cls, q in zip(classes, quota):
         idx = np.flatnonzero(labels == cls)

@@ -67,9 +67,14 @@ def decode_file(path, channels: int) -> np.ndarray:
     """
     with Image.open(path) as pil:
         pil.load()
-        if pil.mode in ("RGBA", "LA") or (pil.mode == "P" and "transparency" in pil.info):
+        pil = ImageOps.exif_transpose(pil)  # phone photos: upright as a person sees them
+        if pil.mode.startswith("I;16"):  # 16-bit grayscale: keep the high byte instead of clipping
+            array = (np.asarray(pil, dtype=np.uint16) >> 8).astype(np.uint8)[..., None]
+        elif pil.mode in ("I", "F"):
+            raise ValueError(f"{pil.mode} (32-bit) images are not supported; convert them to 8 or 16 bits")
+        elif pil.mode in ("RGBA", "LA") or (pil.mode == "P" and "transparency" in pil.info):
             array = np.asarray(pil.convert("RGBA"), dtype=np.uint8)
-        elif pil.mode in ("L", "1", "I;16", "I", "F"):
+        elif pil.mode in ("L", "1"):
             array = np.asarray(pil.convert("L"), dtype=np.uint8)[..., None]
         else:
             array = np.asarray(pil.convert("RGB"), dtype=np.uint8)

@@ -124,7 +124,8 @@ def _warnings(report: dict) -> list:
 
 
 def run(splits: dict, class_names: list, skipped: list, dedupe: bool) -> tuple[dict, dict]:
-    """Check ``splits`` ({name: (uint8 [N, H, W, C], int64 [N])}); return (splits, deduped?, report)."""
+    """Check ``splits`` ({name: (uint8 [N, H, W, C], int64 [N])}); return (splits, report): the splits with val/test
+    duplicates removed when ``dedupe`` is true, and the report written to ``preflight.json``."""
     if not splits:
         raise PipelineError("preflight: no splits to check")
     hashes = {name: _hashes(x) for name, (x, _) in splits.items()}

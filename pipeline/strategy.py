@@ -59,7 +59,9 @@ def is_chief(train_cfg) -> bool:
     if conf is None or train_cfg.strategy in ("default", "mirrored"):
         return True
     task = conf.get("task") or {}
-    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    if not isinstance(task, dict) or not isinstance(task.get("index", 0), int):
+        raise ConfigError('TF_CONFIG: "task" must be like {"type": "worker", "index": 0}')
+    kind, index = task.get("type", "worker"), task.get("index", 0)
     if kind == "chief":
         return True
     return kind == "worker" and index == 0 and "chief" not in conf["cluster"]

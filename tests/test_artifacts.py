@@ -57,3 +57,16 @@ def test_publish_dir_replaces_whole_folder(tmp_path):
     assert sorted(p.name for p in dest.iterdir()) == ["new.txt"]
     assert not staging.exists()
     assert sorted(p.name for p in (tmp_path / "exported").iterdir()) == ["run"]
+
+
+def test_publish_dir_recovers_a_swap_killed_between_its_renames(tmp_path):
+    dest = tmp_path / "exported" / "run"
+    old = tmp_path / "exported" / ".run.old"
+    old.mkdir(parents=True)
+    (old / "model.tflite").write_text("last good")
+    staging = tmp_path / "exported" / ".run.staging"
+    staging.mkdir()
+    (staging / "model.tflite").write_text("new")
+    artifacts.publish_dir(staging, dest)
+    assert (dest / "model.tflite").read_text() == "new"
+    assert sorted(p.name for p in (tmp_path / "exported").iterdir()) == ["run"]

@@ -33,6 +33,7 @@ def test_int_is_accepted_for_float_and_kept_float():
     ("data.image_size=[0, 8]", "data.image_size: expected [] or [height, width]"),
     ("export.formats=[int4]", "export.formats"),
     ("noequals", "expected section.key=value"),
+    ("export.max_accuracy_drop=.nan", "export.max_accuracy_drop: expected a finite number"),
 ])
 def test_bad_values_raise_config_error_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):

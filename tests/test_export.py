@@ -79,3 +79,9 @@ def test_broken_calibration_trips_the_gate_and_keeps_the_bundle(own_run, tmp_pat
     assert sorted(p.name for p in (tmp_path / "exported").iterdir()) == ["mine"]
     failed = (tmp_path / "runs/mine/export/report_failed.md").read_text()
     assert "| model_int8.tflite | int8 |" in failed
+
+
+def test_representative_sample_keeps_every_class_when_one_dominates():
+    labels = np.repeat(np.arange(10), [910] + [10] * 9)
+    idx = export.representative_sample(labels, 10, seed=1)
+    assert len(idx) == 10 and sorted(labels[idx].tolist()) == list(range(10))

@@ -272,3 +272,25 @@ def test_same_seed_same_splits():
         assert np.array_equal(a[name][0], b[name][0]) and np.array_equal(a[name][1], b[name][1])
         assert np.bincount(a[name][1]).min() > 0  # stratified: every class in every split
     assert not np.array_equal(a["test"][0], c["test"][0])
+
+
+def test_sixteen_bit_png_keeps_its_range_and_exif_rotation_applies(tmp_path):
+    from PIL import Image
+
+    from pipeline import imaging
+
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1024)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I;16")
+    out = imaging.decode_file(tmp_path / "deep.png", 1)
+    assert out.dtype == np.uint8 and out.shape == (8, 8, 1)
+    np.testing.assert_array_equal(out[..., 0], (ramp >> 8).astype(np.uint8))
+
+    tall = np.zeros((6, 4, 3), np.uint8)
+    tall[0, :, 0] = 255  # a red top row
+    img = Image.fromarray(tall)
+    exif = img.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    img.save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    shown = imaging.decode_file(tmp_path / "phone.jpg", 3)
+    assert shown.shape == (4, 6, 3)  # upright: width and height swapped
