@@ -30,7 +30,7 @@ train: $(STAMP)
 
 ## evaluate: evaluate the trained model on the test split (metrics.json, confusion matrix)
 evaluate: $(STAMP)
-	$(CNNPIPE) run --until evaluate $(ARGS)
+	$(CNNPIPE) evaluate $(ARGS)
 
 ## export-tflite: convert to float32 + int8 TFLite, check parity, publish exported/<run>/
 export-tflite: $(STAMP)
@@ -55,7 +55,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 ## benchmark: measure training, input-pipeline and edge-inference speed; writes benchmarks/results.json
-benchmark: $(STAMP) $(FASHION)
+benchmark: $(STAMP)
 	$(BIN)/python -m tasks.benchmark --out benchmarks/results.json
 
 ## clean: remove runs/ and exported bundles (keeps .venv)

@@ -25,8 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 def _cnnpipe(args: list, cwd: Path) -> float:
     """Run one ``cnnpipe`` command in a subprocess; return its wall time."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "tasks.cli", *map(str, args)], cwd=cwd, check=True,
-                   env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    done = subprocess.run([sys.executable, "-m", "tasks.cli", *map(str, args)], cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if done.returncode:
+        raise click.ClickException(f"cnnpipe {args[0]} failed (exit {done.returncode}); see its output above")
     return round(time.perf_counter() - start, 2)
 
 
@@ -97,9 +99,13 @@ def main(out: Path, work: Path, fashion_train: bool):
 
     from pipeline import artifacts
 
+    marker = work / ".cnnpipe-benchmark"
+    if work.exists() and any(work.iterdir()) and not marker.exists():
+        raise click.UsageError(f"--work {work}: not empty and not a benchmark scratch folder; refusing to empty it")
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    marker.touch()
     work = work.resolve()
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                            "platform": platform.platform()}}
