@@ -110,7 +110,7 @@ def export_run(cfg, run_dir: Path, model_path: Path, data_dir: Path, out: Path, 
 
 def _bundle_extras(cfg, card: dict, files: dict, staging: Path, x_test, y_test) -> None:
     """Microcontroller files and golden vectors for the int8 model; the TensorFlow-free predict script."""
-    from pipeline import edge
+    from pipeline import bundle
 
     if cfg.export.micro and "int8" in files:
         from pipeline import micro
@@ -120,4 +120,4 @@ def _bundle_extras(cfg, card: dict, files: dict, staging: Path, x_test, y_test) 
         card["micro"] = micro.write_bundle(blob, x_test[idx], y_test[idx], card["class_names"],
                                            staging / "micro", cfg.export.golden_vectors)
         card["micro"]["golden_vectors"] = int(len(idx))
-    edge.write_runtime(staging)
+    bundle.write_runtime(staging)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from pipeline import bundle as bundle_mod
 from pipeline import edge
 from pipeline.errors import PipelineError
 
@@ -68,7 +69,7 @@ def bundle(tiny_models, tmp_path_factory):
     from PIL import Image
 
     folder = tmp_path_factory.mktemp("bundle")
-    edge.write_runtime(folder)
+    bundle_mod.write_runtime(folder)
     files = {"int8": "model_int8.tflite", "float32": "model_float32.tflite"}
     for fmt, name in files.items():
         (folder / name).write_bytes(tiny_models["files"][fmt])
@@ -226,10 +227,10 @@ def test_default_model_and_runtime_files(bundle, tmp_path):
     assert "ai-edge-litert" in (bundle["dir"] / "requirements.txt").read_text()
     with pytest.raises(PipelineError, match="no .tflite model"):
         edge.default_model(tmp_path)
-    edge.check_self_contained(edge.runtime_source())
+    bundle_mod.check_self_contained(bundle_mod.runtime_source())
     for bad in ("import tensorflow as tf", "from pipeline.errors import PipelineError", "import sklearn"):
         with pytest.raises(PipelineError, match="would import"):
-            edge.check_self_contained(bad)
+            bundle_mod.check_self_contained(bad)
 
 
 def test_bench_reports_latency(bundle):
