@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from pipeline.config import FORMATS
 from pipeline.errors import PipelineError
 
-FORMATS = ("float32", "float16", "dynamic", "int8", "int16x8")
 RESOURCE_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE"}
 # dtypes allowed per mode: for activations (op inputs/outputs that are not constants) and for constants
 _FLOAT = {"float32", "int32", "int64", "bool"}

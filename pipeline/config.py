@@ -17,6 +17,9 @@ import yaml
 from pipeline.errors import ConfigError
 
 
+FORMATS = ("float32", "float16", "dynamic", "int8", "int16x8")  # TFLite export modes
+
+
 def opt(default, help: str, *, choices=None, min=None, max=None):
     """A dataclass field with help text and validation bounds."""
     meta = {"help": help, "choices": choices, "min": min, "max": max}
@@ -199,10 +202,9 @@ def _check_lists(cfg: Config) -> None:
             raise ConfigError(f"{key}: expected a list of positive integers, got {values!r}")
     if not cfg.model.filters and cfg.model.preset in ("small", "conv1d"):
         raise ConfigError("model.filters: needs at least one conv block")
-    known = ("float32", "float16", "dynamic", "int8", "int16x8")
-    bad = [f for f in cfg.export.formats if f not in known]
+    bad = [f for f in cfg.export.formats if f not in FORMATS]
     if bad or not cfg.export.formats:
-        raise ConfigError(f"export.formats: {bad or '[]'} not in {', '.join(known)}")
+        raise ConfigError(f"export.formats: {bad or '[]'} not in {', '.join(FORMATS)}")
     if not cfg.data.source.strip():
         raise ConfigError("data.source: must not be empty")
 
@@ -269,9 +271,10 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> C
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     for item in overrides:
         (section, key), value = parse_override(item)
-        raw.setdefault(section, {})
-        if not isinstance(raw[section], dict):
+        if raw.get(section) is None:
             raw[section] = {}
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"{section}: expected a mapping of keys")
         raw[section][key] = value
     return from_dict(raw)
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-FILE_NAMES = {fmt: f"model_{fmt}.tflite" for fmt in ("float32", "float16", "dynamic", "int8", "int16x8")}
+from pipeline.config import FORMATS
+
+FILE_NAMES = {fmt: f"model_{fmt}.tflite" for fmt in FORMATS}
 QUANTIZED = ("float16", "dynamic", "int8", "int16x8")
 
 

@@ -90,3 +90,10 @@ def test_bare_on_off_in_yaml_read_as_strings(tmp_path):
     path.write_text("train:\n  mixed_precision: off\n")
     assert config.load(path).train.mixed_precision == "off"
     assert config.load(None, ["train.mixed_precision=on"]).train.mixed_precision == "on"
+
+
+def test_override_does_not_hide_a_bad_section_in_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: 5\n")
+    with pytest.raises(ConfigError, match="data: expected a mapping of keys"):
+        config.load(path, ["data.seed=1"])
