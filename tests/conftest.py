@@ -49,3 +49,11 @@ def tiny_run(tmp_path_factory):
     assert result.exit_code == 0, result.output
     return {"root": root, "run": root / "runs" / "tiny", "exported": root / "exported" / "tiny",
             "output": result.output}
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    """A tiny digits CNN and its .tflite files in every mode (tests/edge_models.py)."""
+    from edge_models import build_tiny_models
+
+    return build_tiny_models()

@@ -6,15 +6,10 @@ import pytest
 from pipeline.audit import audit
 from pipeline.errors import PipelineError
 
-try:  # the shared session fixture (move it to tests/conftest.py when there is one)
-    from tests.test_edge import build_tiny_models
-except ImportError:  # rootdir-less import mode: tests/ itself is on sys.path
-    from test_edge import build_tiny_models
-
 
 @pytest.fixture(scope="session")
-def files():
-    return build_tiny_models()["files"]
+def files(tiny_models):
+    return tiny_models["files"]
 
 
 @pytest.mark.parametrize("mode, fmt, io_dtype, expect", [
@@ -82,10 +77,10 @@ def test_flex_and_custom_ops_are_errors(files, custom, message):
         audit(_with_custom_op(files["float32"], custom), "float32")
 
 
-def test_unfrozen_resource_variables_are_an_error(files):
+def test_unfrozen_resource_variables_are_an_error(tiny_models):
     import tensorflow as tf
 
-    model = build_tiny_models()["keras_model"]
+    model = tiny_models["keras_model"]
     serve = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec([1, 8, 8, 1])])
     blob = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model).convert()
     with pytest.raises(PipelineError, match="resource variables"):

@@ -11,48 +11,44 @@ import pytest
 from pipeline import micro
 from pipeline.errors import PipelineError
 
-try:  # the shared session fixture (move it to tests/conftest.py when there is one)
-    from tests.test_edge import NAMES, build_tiny_models
-except ImportError:
-    from test_edge import NAMES, build_tiny_models
+from edge_models import NAMES
 
 
 @pytest.fixture(scope="session")
-def tiny():
-    return build_tiny_models()
-
-
-@pytest.fixture(scope="session")
-def micro_bundle(tiny, tmp_path_factory):
+def micro_bundle(tiny_models, tmp_path_factory):
     dest = tmp_path_factory.mktemp("micro")
-    result = micro.write_bundle(tiny["files"]["int8"], tiny["x_test"], tiny["y_test"], NAMES, dest, 8)
+    result = micro.write_bundle(tiny_models["files"]["int8"], tiny_models["x_test"], tiny_models["y_test"],
+                                NAMES, dest, 8)
     return dest, result
 
 
 # ---- must-show 2: TFLM equals LiteRT on the golden vectors; arena bytes reported --------------------------
-def test_tflm_matches_litert_on_golden_vectors(tiny, micro_bundle):
+def test_tflm_matches_litert_on_golden_vectors(tiny_models, micro_bundle):
     dest, result = micro_bundle
     assert result["tflm_matches_litert"] is True and result["max_abs_diff_lsb"] <= 1
     assert result["arena_bytes"] > 0 and result["arena_bytes"] % 16 == 0
     assert result["ops"] == ["CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "RESHAPE", "SOFTMAX"]
     inputs, outputs = np.load(dest / "golden_inputs.npy"), np.load(dest / "golden_outputs.npy")
     assert inputs.dtype == np.int8 and inputs.shape == (8, 8, 8, 1) and outputs.shape == (8, 10)
-    np.testing.assert_array_equal(inputs, (tiny["x_test"][:8].astype(np.int16) - 128).astype(np.int8))
-    np.testing.assert_array_equal(np.load(dest / "golden_labels.npy"), tiny["y_test"][:8])
-    tflm, arena = micro.run_tflm(tiny["files"]["int8"], inputs)  # independently, straight from the .npy files
+    expected = (tiny_models["x_test"][:8].astype(np.int16) - 128).astype(np.int8)
+    np.testing.assert_array_equal(inputs, expected)
+    np.testing.assert_array_equal(np.load(dest / "golden_labels.npy"), tiny_models["y_test"][:8])
+    # independently, straight from the .npy files
+    tflm, arena = micro.run_tflm(tiny_models["files"]["int8"], inputs)
     assert arena == result["arena_bytes"]
     assert np.abs(tflm.astype(int) - outputs.astype(int)).max() <= 1
     with np.load(dest / "golden.npz") as npz:
         assert list(npz["class_names"]) == NAMES and float(npz["input_scale"]) == 1.0
 
 
-def test_uint8_model_runs_in_tflm(tiny, tmp_path):
-    result = micro.write_bundle(tiny["files"]["uint8"], tiny["x_test"], tiny["y_test"], NAMES, tmp_path, 4)
+def test_uint8_model_runs_in_tflm(tiny_models, tmp_path):
+    result = micro.write_bundle(tiny_models["files"]["uint8"], tiny_models["x_test"], tiny_models["y_test"],
+                                NAMES, tmp_path, 4)
     assert result["max_abs_diff_lsb"] <= 1 and "QUANTIZE" in result["ops"]
     assert "static const uint8_t g_golden_inputs[4][64]" in (tmp_path / "golden_vectors.h").read_text()
 
 
-def test_tflm_disagreement_fails_and_writes_nothing(tiny, tmp_path, monkeypatch):
+def test_tflm_disagreement_fails_and_writes_nothing(tiny_models, tmp_path, monkeypatch):
     real = micro.run_tflm
 
     def off_by_two(model_bytes, inputs_q):
@@ -61,17 +57,18 @@ def test_tflm_disagreement_fails_and_writes_nothing(tiny, tmp_path, monkeypatch)
 
     monkeypatch.setattr(micro, "run_tflm", off_by_two)
     with pytest.raises(PipelineError, match="differs from LiteRT by 2 LSB"):
-        micro.write_bundle(tiny["files"]["int8"], tiny["x_test"], tiny["y_test"], NAMES, tmp_path / "m", 4)
+        micro.write_bundle(tiny_models["files"]["int8"], tiny_models["x_test"], tiny_models["y_test"],
+                           NAMES, tmp_path / "m", 4)
     assert not (tmp_path / "m").exists()
 
 
-def test_golden_vectors_need_a_quantized_model(tiny):
+def test_golden_vectors_need_a_quantized_model(tiny_models):
     with pytest.raises(PipelineError, match="quantized model"):
-        micro.golden_vectors(tiny["files"]["float32"], tiny["x_test"], tiny["y_test"], 4)
+        micro.golden_vectors(tiny_models["files"]["float32"], tiny_models["x_test"], tiny_models["y_test"], 4)
 
 
-def test_c_array_holds_the_exact_bytes_aligned(tiny):
-    blob = tiny["files"]["int8"]
+def test_c_array_holds_the_exact_bytes_aligned(tiny_models):
+    blob = tiny_models["files"]["int8"]
     cc, h = micro.c_array(blob, arena_bytes=4096)
     assert "alignas(16) const unsigned char g_model[] = {" in cc
     assert f"const unsigned int g_model_len = {len(blob)};" in cc
@@ -112,7 +109,7 @@ int main() {
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
-def test_model_data_compiles_with_gxx(tiny, micro_bundle):
+def test_model_data_compiles_with_gxx(tiny_models, micro_bundle):
     dest, result = micro_bundle
 
     def run(*cmd):
@@ -120,9 +117,9 @@ def test_model_data_compiles_with_gxx(tiny, micro_bundle):
 
     out = run("g++", "-std=c++17", "-Wall", "-Werror", "-c", "model_data.cc", "-o", "model_data.o")
     assert out.returncode == 0, out.stderr
-    (dest / "main.cc").write_text(MAIN_CC.replace("MODEL_LEN", str(len(tiny["files"]["int8"]))))
+    (dest / "main.cc").write_text(MAIN_CC.replace("MODEL_LEN", str(len(tiny_models["files"]["int8"]))))
     out = run("g++", "-std=c++17", "-Wall", "-Werror", "main.cc", "model_data.o", "-o", "check")
     assert out.returncode == 0, out.stderr
     out = run(str(dest / "check"))
     assert out.returncode == 0, out
-    assert out.stdout.split() == [NAMES[tiny["y_test"][0]], str(result["arena_bytes"])]
+    assert out.stdout.split() == [NAMES[tiny_models["y_test"][0]], str(result["arena_bytes"])]
