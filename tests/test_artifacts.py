@@ -46,13 +46,15 @@ def test_manifest_and_up_to_date(tmp_path):
     assert not artifacts.up_to_date(stage, fp)
 
 
+def _folder(path, name, text):
+    path.mkdir(parents=True)
+    (path / name).write_text(text)
+    return path
+
+
 def test_publish_dir_replaces_whole_folder(tmp_path):
-    dest = tmp_path / "exported" / "run"
-    dest.mkdir(parents=True)
-    (dest / "old.txt").write_text("old")
-    staging = tmp_path / "exported" / ".run.staging"
-    staging.mkdir()
-    (staging / "new.txt").write_text("new")
+    dest = _folder(tmp_path / "exported" / "run", "old.txt", "old")
+    staging = _folder(tmp_path / "exported" / ".run.staging", "new.txt", "new")
     artifacts.publish_dir(staging, dest)
     assert sorted(p.name for p in dest.iterdir()) == ["new.txt"]
     assert not staging.exists()
@@ -61,12 +63,8 @@ def test_publish_dir_replaces_whole_folder(tmp_path):
 
 def test_publish_dir_recovers_a_swap_killed_between_its_renames(tmp_path):
     dest = tmp_path / "exported" / "run"
-    old = tmp_path / "exported" / ".run.old"
-    old.mkdir(parents=True)
-    (old / "model.tflite").write_text("last good")
-    staging = tmp_path / "exported" / ".run.staging"
-    staging.mkdir()
-    (staging / "model.tflite").write_text("new")
+    _folder(tmp_path / "exported" / ".run.old", "model.tflite", "last good")  # dest renamed away, then killed
+    staging = _folder(tmp_path / "exported" / ".run.staging", "model.tflite", "new")
     artifacts.publish_dir(staging, dest)
     assert (dest / "model.tflite").read_text() == "new"
     assert sorted(p.name for p in (tmp_path / "exported").iterdir()) == ["run"]
