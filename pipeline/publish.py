@@ -5,6 +5,7 @@ after every file passed its audit and the parity gate, so a failed export leaves
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -12,12 +13,6 @@ import numpy as np
 
 from pipeline import artifacts, data, export, models
 from pipeline.errors import PipelineError
-
-
-def _io_details(edge_model) -> dict:
-    def one(d):
-        return {"dtype": d["dtype"], "shape": d["shape"], "scale": d["scale"], "zero_point": d["zero_point"]}
-    return {"input": one(edge_model.input), "output": one(edge_model.output)}
 
 
 def _convert_all(cfg, model, rep_images, x_test, y_test, ref_probs, class_names, staging: Path) -> dict:
@@ -31,8 +26,8 @@ def _convert_all(cfg, model, rep_images, x_test, y_test, ref_probs, class_names,
         path = artifacts.write_bytes(staging / export.FILE_NAMES[fmt], blob)
         runner = edge.EdgeModel(blob)
         probs = runner.predict(x_test)
-        files[fmt] = {"file": path.name, "bytes": len(blob), "sha256": artifacts.sha256_file(path),
-                      **_io_details(runner), "ops": check["ops"],
+        files[fmt] = {"file": path.name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
+                      "input": runner.input, "output": runner.output, "ops": check["ops"],
                       "parity": export.parity(ref_probs, probs, y_test, class_names)}
     return files
 
