@@ -67,26 +67,9 @@ def ingest(cfg, run_dir: Path, force: bool = False) -> StageResult:
     section = {"data": cfg.section("data"), "source_identity": sources.identity(cfg.data)}
 
     def work(out: Path):
-        from pipeline import data, preflight
+        from pipeline import ingest as ingest_mod
 
-        src = sources.load(cfg.data)
-        splits = data.make_splits(src.splits, cfg.data)
-        splits, report = preflight.run(splits, src.class_names, src.skipped, cfg.data.dedupe)
-        for old in [out / "classes.json", *out.glob("*.tfrecord")]:
-            old.unlink(missing_ok=True)
-        outputs = []
-        for name, (x, y) in splits.items():
-            outputs += data.write_split(out, name, x, y, cfg.data.shard_size)
-        shape = list(splits["train"][0].shape[1:])
-        meta = {"class_names": src.class_names, "image_shape": shape,
-                "counts": {k: int(len(v[1])) for k, v in splits.items()},
-                "origin": src.origin, "resize": cfg.data.resize, "notes": src.notes}
-        report["notes"] = src.notes
-        outputs.append(artifacts.write_json(out / "classes.json", meta))
-        outputs.append(artifacts.write_json(out / "preflight.json", report))
-        summary = {"source": src.origin, "classes": len(src.class_names), "image_shape": shape,
-                   **{f"{k}_images": v for k, v in meta["counts"].items()}, "skipped_files": len(src.skipped)}
-        return outputs, summary, {"input_files": [str(p) for p in src.input_files], "seed": cfg.data.seed}
+        return ingest_mod.run(cfg, out)
 
     return _run("ingest", run_dir, [], section, work, force)
 
@@ -99,16 +82,9 @@ def build(cfg, run_dir: Path, force: bool = False) -> StageResult:
     classes = data_dir / "classes.json"
 
     def work(out: Path):
-        from pipeline import data, models, train
+        from pipeline import build as build_mod
 
-        meta = data.read_meta(data_dir)
-        model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]))
-        path = train.save_model(model, out / "model.keras")
-        lines = []
-        model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=100)
-        summary_txt = artifacts.write_text(out / "summary.txt", "\n".join(lines) + "\n")
-        return [path, summary_txt], {"preset": cfg.model.preset, "params": models.param_count(model),
-                                     "layers": len(model.layers)}, {}
+        return build_mod.run(cfg, data_dir, out)
 
     base = [Path(cfg.model.base_model)] if Path(cfg.model.base_model or "/nonexistent").is_file() else []
     return _run("build", run_dir, [classes, *base], {"model": cfg.section("model")}, work, force)
