@@ -44,6 +44,7 @@ class DataConfig:
     tfds_dir: str = opt("", "TFDS data directory; empty uses TFDS' default (~/tensorflow_datasets)")
     fallback: str = opt("", "source used when the primary source is unavailable offline (e.g. idx:<dir>)")
     shard_size: int = opt(10000, "records per TFRecord shard written by ingest", min=100)
+    workers: int = opt(0, "processes decoding image files at ingest; 0 = the CPU count", min=0, max=256)
 
 
 @dataclass
@@ -93,7 +94,11 @@ class TrainConfig:
     strategy: str = opt("auto", "distribution strategy: auto picks from GPUs and TF_CONFIG",
                         choices=["auto", "default", "mirrored", "multiworker"])
     cpu_devices: int = opt(0, "split the CPU into this many logical devices (tests of mirrored)", min=0, max=16)
-    verbose: int = opt(2, "0 silent, 1 progress bar, 2 one line per epoch", choices=[0, 1, 2])
+    verbose: int = opt(1, "0 silent, 1 progress bar (one line per epoch when output is not a terminal), "
+                          "2 one line per epoch", choices=[0, 1, 2])
+    cache: str = opt("auto", "keep decoded train/val in memory, in a disk file, or stream the shards; "
+                     "auto: memory when they fit a quarter of the free memory",
+                     choices=["auto", "memory", "disk", "none"])
 
 
 @dataclass
@@ -108,6 +113,8 @@ class ExportConfig:
     representative_samples: int = opt(500, "training images used to calibrate quantization", min=1)
     max_accuracy_drop: float = opt(1.0, "gate: largest allowed accuracy loss of a quantized file, in points",
                                    min=0, max=100)
+    max_class_drop: float = opt(5.0, "gate: largest allowed recall loss of any one class, in points",
+                                min=0, max=100)
     golden_vectors: int = opt(8, "test inputs saved with their expected outputs for firmware tests", min=1)
     micro: bool = opt(True, "write the microcontroller bundle (C array, golden vectors, TFLM check)")
     dest: str = opt("exported", "folder the bundle is published under (<dest>/<run>/)")
