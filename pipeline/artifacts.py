@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.errors import PipelineError
+
 STAGES = ("data", "model", "train", "eval", "export")
 LIBRARIES = ("tensorflow", "keras", "numpy", "scikit-learn", "ai-edge-litert", "tensorflow-datasets")
 
@@ -92,37 +94,67 @@ def library_versions() -> dict:
 
 
 def file_entry(path: Path, base: Path) -> dict:
+    st = path.stat()
     return {"path": str(path.relative_to(base)) if path.is_relative_to(base) else str(path),
-            "sha256": sha256_file(path), "bytes": path.stat().st_size}
+            "sha256": sha256_file(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def fingerprint(inputs: list[Path], section: dict) -> str:
-    """What decides whether a stage must run again: its input files' contents and its config section."""
-    return sha256_json({"inputs": sorted(sha256_file(p) for p in inputs), "config": section})
+def fingerprint(inputs: list[Path], section: dict, upstream: dict | None = None) -> str:
+    """What decides whether a stage must run again: its input files' contents, its config section and the
+    identities of the upstream manifests it reads (:func:`manifest_id`), as in a build system."""
+    return sha256_json({"inputs": sorted(sha256_file(p) for p in inputs), "config": section,
+                        "upstream": upstream or {}})
+
+
+def manifest_id(manifest: dict) -> str:
+    """The identity of a finished stage: its fingerprint and the content of every output. A rerun that made
+    different files (a retrain) changes it, so every downstream stage becomes stale."""
+    return sha256_json({"fingerprint": manifest.get("fingerprint"),
+                        "outputs": [(o["path"], o["sha256"]) for o in manifest.get("outputs", [])]})
+
+
+def entry_intact(entry: dict, base: Path, full: bool = False) -> bool:
+    """True when the file of a manifest entry still has the recorded content. Cheap when its size and
+    modification time are unchanged (unless ``full``); the sha256 decides otherwise."""
+    path = base / entry["path"]
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if st.st_size != entry.get("bytes"):
+        return False
+    if not full and entry.get("mtime_ns") == st.st_mtime_ns:
+        return True
+    return sha256_file(path) == entry["sha256"]
+
+
+def read_manifest(directory: Path) -> dict | None:
+    """The stage's manifest, or None when it is missing or unreadable (the stage did not finish)."""
+    try:
+        data = read_json(Path(directory) / "manifest.json")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def up_to_date(directory: Path, fp: str) -> bool:
-    """True when ``directory`` holds a manifest with fingerprint ``fp`` and all its outputs still exist."""
-    manifest = directory / "manifest.json"
-    if not manifest.is_file():
+    """True when ``directory`` holds a manifest with fingerprint ``fp`` and all its outputs are intact."""
+    data = read_manifest(directory)
+    if data is None or data.get("fingerprint") != fp:
         return False
-    try:
-        data = read_json(manifest)
-    except (OSError, ValueError):
-        return False
-    if data.get("fingerprint") != fp:
-        return False
-    return all((directory / out["path"]).exists() for out in data.get("outputs", []))
+    return all(entry_intact(out, Path(directory)) for out in data.get("outputs", []))
 
 
 def write_manifest(directory: Path, *, stage: str, fp: str, inputs: list[Path], section: dict,
-                   outputs: list[Path], wall_time_s: float, extra: dict | None = None) -> dict:
+                   outputs: list[Path], wall_time_s: float, extra: dict | None = None,
+                   upstream: dict | None = None) -> dict:
     base = directory.parent
     manifest = {
         "stage": stage,
         "fingerprint": fp,
         "inputs": [file_entry(Path(p), base) for p in inputs],
         "config": section,
+        "upstream": upstream or {},
         "versions": library_versions(),
         "wall_time_s": round(wall_time_s, 3),
         "outputs": [file_entry(Path(p), directory) for p in outputs],
@@ -133,8 +165,30 @@ def write_manifest(directory: Path, *, stage: str, fp: str, inputs: list[Path], 
     return manifest
 
 
+MARKER = ".cnnpipe-bundle"  # in every folder export publishes: the only folders publishing may replace
+
+
+def is_bundle(path: Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / MARKER).is_file()
+
+
+def check_publish_target(dest: Path) -> None:
+    """Refuse to publish over anything cnnpipe did not make: ``dest`` must be absent or carry the marker."""
+    dest = Path(dest)
+    for path in (dest, dest.with_name(f".{dest.name}.old")):
+        if (path.exists() or path.is_symlink()) and (path.is_symlink() or not is_bundle(path)):
+            raise PipelineError(f"{path}: exists and is not a bundle cnnpipe published (no {MARKER} marker); "
+                                f"refusing to replace it: choose another export.dest or --run")
+
+
 def publish_dir(staging: Path, dest: Path) -> None:
-    """Replace ``dest`` by the fully written ``staging`` folder with renames, never leaving it half-written."""
+    """Replace ``dest`` by the fully written ``staging`` folder with renames, never leaving it half-written.
+
+    Only a folder carrying the marker (one this function published before) is ever replaced or removed."""
+    staging, dest = Path(staging), Path(dest)
+    check_publish_target(dest)
+    if not (staging / MARKER).is_file():
+        write_json(staging / MARKER, {"made_by": "cnnpipe export", "bundle": dest.name})
     dest.parent.mkdir(parents=True, exist_ok=True)
     old = dest.with_name(f".{dest.name}.old")
     if old.exists() and not dest.exists():  # a previous swap was killed between its two renames

@@ -100,12 +100,18 @@ def parity(reference_probs: np.ndarray, probs: np.ndarray, labels: np.ndarray, c
     }
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell or list item (class names may hold pipes or markup)."""
+    return "".join("\\" + ch if ch in "|\\`*_[]<>#" else ch for ch in str(text)).replace("\n", " ")
+
+
 def report_markdown(run: str, card: dict) -> str:
     """``report.md``: the parity table a person reads before flashing a model."""
     lines = [f"# Export report: {run}", "",
              f"Keras model test accuracy: {100 * card['keras']['accuracy']:.2f}% "
              f"on {card['keras']['n_test']} test images; gate: at most "
-             f"{card['gate']['max_accuracy_drop']} points lost by a quantized file.", "",
+             f"{card['gate']['max_accuracy_drop']} points lost by a quantized file, at most "
+             f"{card['gate'].get('max_class_drop', 'any')} points of any one class's recall.", "",
              "| file | format | size | accuracy | drop (points) | top-1 changed | max prob diff |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for fmt, f in card["files"].items():
@@ -113,12 +119,14 @@ def report_markdown(run: str, card: dict) -> str:
         lines.append(f"| {f['file']} | {fmt} | {f['bytes']:,} B | {100 * p['accuracy']:.2f}% | "
                      f"{p['accuracy_drop_points']:+.2f} | {100 * p['top1_changed']:.2f}% | "
                      f"{p['max_abs_prob_diff']:.4f} |")
+    if card["gate"].get("failures"):
+        lines += ["", "## Gate failed", ""] + [f"- {_cell(f)}" for f in card["gate"]["failures"]]
     lines += ["", "## Per-class accuracy delta against Keras (points)", "",
               "| class | " + " | ".join(card["files"]) + " |", "|---|" + "---:|" * len(card["files"])]
     for name in card["class_names"]:
         cells = [f"{f['parity']['per_class'].get(name, {}).get('delta_points', 0.0):+.2f}"
                  for f in card["files"].values()]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_cell(name)} | " + " | ".join(cells) + " |")
     if card.get("micro"):
         m = card["micro"]
         lines += ["", "## Microcontroller", "",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,29 +17,46 @@ from pipeline.errors import PipelineError
 
 
 def _convert_all(cfg, model, rep_images, x_test, y_test, ref_probs, class_names, staging: Path) -> dict:
-    from pipeline import audit, edge
+    from pipeline import progress
 
     files = {}
-    for fmt in cfg.export.formats:
-        blob = export.convert(model, fmt, rep_images, cfg.export.io_dtype)
-        check = audit.audit(blob, fmt, io_dtype=cfg.export.io_dtype if fmt == "int8" else None,
-                            name=export.FILE_NAMES[fmt])
-        path = artifacts.write_bytes(staging / export.FILE_NAMES[fmt], blob)
-        runner = edge.EdgeModel(blob)
-        probs = runner.predict(x_test)
-        files[fmt] = {"file": path.name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
-                      "input": runner.input, "output": runner.output, "ops": check["ops"],
-                      "parity": export.parity(ref_probs, probs, y_test, class_names)}
+    with progress.track(len(cfg.export.formats), "export: convert, audit, parity", unit="file") as advance:
+        for fmt in cfg.export.formats:
+            files[fmt] = _convert_one(cfg, fmt, model, rep_images, x_test, y_test, ref_probs, class_names,
+                                      staging)
+            advance(1)
     return files
 
 
-def _gate(files: dict, max_drop: float) -> list:
+def _convert_one(cfg, fmt, model, rep_images, x_test, y_test, ref_probs, class_names, staging: Path) -> dict:
+    """Convert to one format, audit the file, write it to the staging folder and measure its parity."""
+    from pipeline import audit, edge
+
+    blob = export.convert(model, fmt, rep_images, cfg.export.io_dtype)
+    check = audit.audit(blob, fmt, io_dtype=cfg.export.io_dtype if fmt == "int8" else None,
+                        name=export.FILE_NAMES[fmt])
+    path = artifacts.write_bytes(staging / export.FILE_NAMES[fmt], blob)
+    runner = edge.EdgeModel(blob)
+    probs = runner.predict(x_test)
+    return {"file": path.name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
+            "input": runner.input, "output": runner.output, "ops": check["ops"],
+            "parity": export.parity(ref_probs, probs, y_test, class_names)}
+
+
+def _gate(files: dict, max_drop: float, max_class_drop: float) -> list:
+    """Why a quantized file may not be published: overall accuracy lost, or one class's recall lost."""
     failures = []
     for fmt, f in files.items():
+        if fmt not in export.QUANTIZED:
+            continue
         drop = f["parity"]["accuracy_drop_points"]
-        if fmt in export.QUANTIZED and drop > max_drop:
+        if drop > max_drop:
             failures.append(f"{f['file']} loses {drop:.2f} accuracy points against the Keras model "
                             f"(limit export.max_accuracy_drop = {max_drop})")
+        for name, c in f["parity"]["per_class"].items():
+            if -c["delta_points"] > max_class_drop:
+                failures.append(f"{f['file']} loses {-c['delta_points']:.2f} points of recall on class {name!r} "
+                                f"(limit export.max_class_drop = {max_class_drop})")
     return failures
 
 
@@ -52,7 +70,8 @@ def _card(cfg, run: str, meta: dict, model, keras_acc: float, n_test: int, files
                   "description": "raw pixels 0..255 (the model rescales itself); quantized files take "
                                  "round(pixel / scale + zero_point) in their input dtype"},
         "keras": {"accuracy": keras_acc, "n_test": n_test, "params": models.param_count(model)},
-        "gate": {"max_accuracy_drop": cfg.export.max_accuracy_drop, "passed": True},
+        "gate": {"max_accuracy_drop": cfg.export.max_accuracy_drop,
+                 "max_class_drop": cfg.export.max_class_drop, "passed": True, "failures": []},
         "representative_samples": rep_n,
         "files": files,
     }
@@ -68,23 +87,23 @@ def export_run(cfg, run_dir: Path, model_path: Path, data_dir: Path, out: Path, 
     keras_acc = float((ref_probs.argmax(1) == y_test).mean())
     rep_idx = export.representative_sample(y_train, cfg.export.representative_samples, cfg.data.seed)
 
-    staging = dest.parent / f".{dest.name}.staging"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging-", dir=dest.parent))  # ours alone
     try:
         files = _convert_all(cfg, model, x_train[rep_idx], x_test, y_test, ref_probs, names, staging)
         card = _card(cfg, run_dir.name, meta, model, keras_acc, len(y_test), files, len(rep_idx))
-        failures = _gate(files, cfg.export.max_accuracy_drop)
+        failures = _gate(files, cfg.export.max_accuracy_drop, cfg.export.max_class_drop)
         if failures:
-            card["gate"]["passed"] = False
+            card["gate"].update(passed=False, failures=failures)
             artifacts.write_text(out / "report_failed.md", export.report_markdown(run_dir.name, card))
             raise PipelineError(f"export gate failed: {failures[0]}; nothing published, {dest} unchanged "
                                 f"(details: {out / 'report_failed.md'})")
         _bundle_extras(cfg, card, files, staging, x_test, y_test)
         artifacts.write_text(staging / "labels.txt", "\n".join(names) + "\n")
-        artifacts.write_json(staging / "model_card.json", card)
         artifacts.write_text(staging / "report.md", export.report_markdown(run_dir.name, card))
+        artifacts.write_json(staging / artifacts.MARKER, {"made_by": "cnnpipe export", "bundle": dest.name})
+        card["bundle_files"] = bundle_listing(staging)
+        artifacts.write_json(staging / "model_card.json", card)
         artifacts.publish_dir(staging, dest)
     finally:
         if staging.exists():
@@ -101,6 +120,12 @@ def export_run(cfg, run_dir: Path, model_path: Path, data_dir: Path, out: Path, 
              "representative": {"samples": int(len(rep_idx)), "seed": cfg.data.seed,
                                 "split": "train", "stratified": True}}
     return copies, summary, extra
+
+
+def bundle_listing(folder: Path) -> dict:
+    """sha256 of every file in the bundle but the card itself (which holds this listing)."""
+    return {str(p.relative_to(folder)): artifacts.sha256_file(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "model_card.json"}
 
 
 def _bundle_extras(cfg, card: dict, files: dict, staging: Path, x_test, y_test) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import artifacts
+from pipeline.errors import PipelineError
 
 STATE = "state.json"
 
@@ -83,6 +84,7 @@ class Checkpoint:
         """Write the weights, the best weights when given, then ``state.json``; prune unnamed files."""
         d = self.write_dir
         d.mkdir(parents=True, exist_ok=True)
+        ensure_space(d, model, best_weights is not None)
         state.weights = f"epoch-{state.epoch:05d}.weights.h5"
         with artifacts.atomic_path(d / state.weights, suffix=".weights.h5") as tmp:
             model.save_weights(str(tmp))
@@ -99,6 +101,32 @@ class Checkpoint:
     def clear(self) -> None:
         """Forget a checkpoint of another run (different key) before starting afresh."""
         shutil.rmtree(self.write_dir, ignore_errors=True)
+
+
+def peek(directory: Path) -> tuple[int, str] | None:
+    """(completed epochs, key) of the checkpoint in ``directory``, or None when there is none."""
+    try:
+        raw = artifacts.read_json(Path(directory) / STATE)
+        return int(raw["epoch"]), str(raw["key"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def ensure_space(directory: Path, model, with_best: bool) -> None:
+    """Stop with one line, before writing, when the disk cannot hold the next checkpoint.
+
+    A checkpoint holds the weights and the optimizer's variables (Adam: two per weight), and the best weights
+    beside them; the files are written before the previous ones are pruned, so all must fit at once."""
+    variables = list(model.weights) + list(getattr(model.optimizer, "variables", []) or [])
+    need = sum(int(np.prod(v.shape)) * 4 for v in variables)
+    if with_best:
+        need += sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+    need = int(need * 1.1) + (1 << 20)  # file headers, state.json, history.csv
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        raise PipelineError(f"{directory}: not enough free disk space for the checkpoint (needs about "
+                            f"{artifacts.human_bytes(need)}, {artifacts.human_bytes(free)} free); free some "
+                            f"space and run the same command again: training continues from the last epoch saved")
 
 
 def history_csv(rows: list) -> str:

@@ -1,9 +1,15 @@
-"""The five stages as functions of (config, run directory). Each one reads files, writes only under
-``runs/<run>/<stage>/`` and finishes by writing its ``manifest.json``. A stage whose input files and config
-section are unchanged is skipped.
+"""The stage graph: five stages as functions of (config, run directory), each reading files and writing only
+under ``runs/<run>/<stage>/``, finishing with its ``manifest.json``.
+
+A stage's fingerprint covers its config section, its own input files and the identity of every upstream
+manifest it reads (fingerprint plus output hashes), as in a build system: a change anywhere upstream makes
+every downstream stage stale. A stage whose fingerprint matches and whose outputs are intact is skipped.
+A single stage never uses a stale or missing upstream: it stops with one line naming the stage to run.
+Checking freshness reads JSON and file metadata only: it never imports TensorFlow.
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -11,10 +17,20 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline import artifacts
-from pipeline.errors import UsageError
+from pipeline.errors import PipelineError, UsageError
 
 ORDER = ("ingest", "build", "train", "evaluate", "export")
 DIRS = {"ingest": "data", "build": "model", "train": "train", "evaluate": "eval", "export": "export"}
+UPSTREAM = {"ingest": (), "build": ("ingest",), "train": ("ingest", "build"), "evaluate": ("ingest", "train"),
+            "export": ("ingest", "train")}
+# keys that change how a stage runs or reports, never what it makes: not part of any fingerprint
+PRESENTATION = {"data": ("workers",), "train": ("verbose", "cache")}
+# keys a training checkpoint may outlive: raising train.epochs continues with the schedule stretched
+RESUME_FREE = {"data": ("workers", "shard_size"), "train": ("verbose", "cache", "epochs", "patience")}
+MAIN_OUTPUT = {"ingest": "manifest.json", "build": "model.keras", "train": "model.keras",
+               "evaluate": "metrics.json", "export": "manifest.json"}
+
+log = logging.getLogger("cnnpipe")
 
 
 @dataclass
@@ -24,139 +40,302 @@ class StageResult:
     skipped: bool
     manifest: dict
     summary: dict = field(default_factory=dict)
+    reason: str = ""
 
 
-def _require(path: Path, stage: str, before: str) -> Path:
-    if not path.exists():
-        raise UsageError(f"{path}: not found; run `cnnpipe {before}` before `cnnpipe {stage}`")
-    return path
+@dataclass
+class Status:
+    """Where a stage stands for the current config: fresh, or why not."""
+    stage: str
+    out_dir: Path
+    fp: str | None
+    upstream: dict
+    manifest: dict | None
+    reason: str | None          # None when fresh
+
+    @property
+    def fresh(self) -> bool:
+        return self.reason is None
 
 
-def _run(stage: str, run_dir: Path, inputs: list, section: dict, work: Callable[[Path], tuple],
-         force: bool = False, extra_ok: Callable[[dict], bool] | None = None, fp: str | None = None
-         ) -> StageResult:
-    out_dir = run_dir / DIRS[stage]
-    fp = fp or artifacts.fingerprint(inputs, section)
-    if not force and artifacts.up_to_date(out_dir, fp):
-        manifest = artifacts.read_json(out_dir / "manifest.json")
-        if extra_ok is None or extra_ok(manifest):
-            return StageResult(stage, out_dir, True, manifest, manifest.get("summary", {}))
+# ---------------------------------------------------------------- what each stage reads
+
+def _section(cfg, name: str, drop: dict = PRESENTATION) -> dict:
+    values = cfg.section(name)
+    for key in drop.get(name, ()):
+        values.pop(key, None)
+    return values
+
+
+def config_section(cfg, stage: str) -> dict:
+    """The config a stage reads (less presentation keys): part of its fingerprint and of its manifest."""
+    if stage == "ingest":
+        from pipeline import sources
+
+        return {"data": _section(cfg, "data"), "source_identity": sources.identity(cfg.data)}
+    return {"build": lambda: {"model": _section(cfg, "model")},
+            "train": lambda: {"train": _section(cfg, "train"), "augment": _section(cfg, "augment")},
+            "evaluate": lambda: {"eval": _section(cfg, "eval")},
+            "export": lambda: {"export": _section(cfg, "export")}}[stage]()
+
+
+def external_inputs(cfg, stage: str) -> list:
+    """Files outside the run a stage reads (a transfer-learning base model)."""
+    if stage == "build" and cfg.model.base_model and Path(cfg.model.base_model).is_file():
+        return [Path(cfg.model.base_model)]
+    return []
+
+
+def resume_material(cfg) -> dict:
+    """What a training checkpoint must match to be continued: only what changes the training math."""
+    from pipeline import sources
+
+    return {"data": _section(cfg, "data", RESUME_FREE), "source_identity": sources.identity(cfg.data),
+            "model": _section(cfg, "model"), "train": _section(cfg, "train", RESUME_FREE),
+            "augment": _section(cfg, "augment")}
+
+
+def train_inputs(cfg, run_dir: Path) -> tuple[list, dict]:
+    """(files, material) whose fingerprint is the resume key of the train stage."""
+    return [], resume_material(cfg)
+
+
+# ---------------------------------------------------------------- freshness
+
+def _flatten(obj, prefix: str = "") -> dict:
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def changed_keys(old: dict, new: dict) -> list:
+    """Dotted keys whose values differ between two config sections (``source_identity`` as one key)."""
+    a, b = _flatten(old or {}), _flatten(new or {})
+    keys = sorted(k for k in set(a) | set(b) if a.get(k, object()) != b.get(k, object()))
+    return sorted({"the source's files" if k.startswith("source_identity") else k for k in keys})
+
+
+def _why_stale(manifest: dict | None, fp: str, section: dict, upstream: dict, out_dir: Path) -> str | None:
+    if manifest is None:
+        return "not run yet" if not out_dir.exists() else "did not finish (no manifest.json)"
+    if manifest.get("fingerprint") != fp:
+        changed = changed_keys(manifest.get("config", {}), section)
+        if changed:
+            return f"config changed since it ran: {', '.join(changed[:4])}" + (" ..." if len(changed) > 4 else "")
+        ups = [u for u, uid in upstream.items() if manifest.get("upstream", {}).get(u) != uid]
+        if ups:
+            return f"upstream stage {', '.join(ups)} changed since it ran"
+        return "its input files changed since it ran"
+    for out in manifest.get("outputs", []):
+        if not artifacts.entry_intact(out, out_dir):
+            return f"output {out['path']} is missing or changed since it was written"
+    return None
+
+
+def status(cfg, run_dir: Path, stage: str) -> Status:
+    """Whether ``stage`` is fresh for ``cfg``: its upstream manifests, config section and outputs."""
+    out_dir = Path(run_dir) / DIRS[stage]
+    manifest = artifacts.read_manifest(out_dir)
+    upstream = {}
+    for up in UPSTREAM[stage]:
+        up_manifest = artifacts.read_manifest(Path(run_dir) / DIRS[up])
+        if up_manifest is None:
+            return Status(stage, out_dir, None, {}, manifest, f"upstream stage {up} has not finished")
+        upstream[up] = artifacts.manifest_id(up_manifest)
+    section = config_section(cfg, stage)
+    fp = artifacts.fingerprint(external_inputs(cfg, stage), section, upstream)
+    reason = _why_stale(manifest, fp, section, upstream, out_dir)
+    if reason is None and stage == "export":
+        reason = bundle_problem(cfg, Path(run_dir), manifest)
+    return Status(stage, out_dir, fp, upstream, manifest, reason)
+
+
+def ancestors(stage: str) -> list:
+    """Every stage ``stage`` depends on, directly or not, in pipeline order."""
+    seen, todo = set(), list(UPSTREAM[stage])
+    while todo:
+        up = todo.pop()
+        if up not in seen:
+            seen.add(up)
+            todo += UPSTREAM[up]
+    return [s for s in ORDER if s in seen]
+
+
+def require_upstream(cfg, run_dir: Path, stage: str) -> None:
+    """Stop with one line when a stage ``stage`` depends on is missing or stale: it never uses a stale input."""
+    for up in ancestors(stage):
+        st = status(cfg, run_dir, up)
+        if st.fresh:
+            continue
+        main = st.out_dir / MAIN_OUTPUT[up]
+        if st.manifest is None and not main.exists():
+            raise UsageError(f"{main}: not found; run `cnnpipe {up}` before `cnnpipe {stage}`")
+        raise UsageError(f"stage {up} of run {Path(run_dir).name} is stale ({st.reason}); "
+                         f"run `cnnpipe run --until {stage}` (same options) to bring it up to date")
+
+
+def verify_ingest(run_dir: Path) -> None:
+    """Hash every shard against the ingest manifest before a stage reads them: a corrupt shard is one line."""
+    data_dir = Path(run_dir) / "data"
+    manifest = artifacts.read_manifest(data_dir) or {}
+    for out in manifest.get("outputs", []):
+        if not artifacts.entry_intact(out, data_dir, full=True):
+            raise PipelineError(f"{data_dir / out['path']}: missing or corrupt (sha256 differs from the ingest "
+                                f"manifest); run `cnnpipe ingest --force` to write the shards again")
+
+
+def bundle_problem(cfg, run_dir: Path, manifest: dict | None) -> str | None:
+    """Why the published bundle no longer matches what export made (a file deleted, edited or added)."""
+    dest = publish_dest(cfg, run_dir)
+    card_path = dest / "model_card.json"
+    if not card_path.is_file() or artifacts.sha256_file(card_path) != (manifest or {}).get("card_sha256"):
+        return f"the bundle {dest} is missing or its model card changed"
+    listed = artifacts.read_json(card_path).get("bundle_files", {})
+    for rel, digest in listed.items():
+        path = dest / rel
+        if not path.is_file() or artifacts.sha256_file(path) != digest:
+            return f"bundle file {path} is missing or changed"
+    return None
+
+
+def publish_dest(cfg, run_dir: Path) -> Path:
+    return Path(cfg.export.dest) / Path(run_dir).name
+
+
+# ---------------------------------------------------------------- running a stage
+
+def _run(cfg, run_dir: Path, stage: str, work: Callable[[Path], tuple], force: bool = False,
+         out_root: Path | None = None) -> StageResult:
+    st = status(cfg, run_dir, stage)
+    if not force and st.fresh:
+        return StageResult(stage, st.out_dir, True, st.manifest, st.manifest.get("summary", {}))
+    out_dir = Path(out_root or run_dir) / DIRS[stage]
     out_dir.mkdir(parents=True, exist_ok=True)
     stale = out_dir / "manifest.json"
     if stale.exists():
         stale.unlink()  # the stage is no longer up to date until it finishes
     start = time.time()
     outputs, summary, extra = work(out_dir)
-    manifest = artifacts.write_manifest(out_dir, stage=stage, fp=fp, inputs=inputs, section=section,
-                                        outputs=outputs, wall_time_s=time.time() - start,
-                                        extra={"summary": summary, **(extra or {})})
-    return StageResult(stage, out_dir, False, manifest, summary)
+    inputs = external_inputs(cfg, stage)
+    manifest = artifacts.write_manifest(out_dir, stage=stage, fp=st.fp, inputs=inputs,
+                                       section=config_section(cfg, stage), outputs=outputs,
+                                       wall_time_s=time.time() - start, upstream=st.upstream,
+                                       extra={"summary": summary, **(extra or {})})
+    return StageResult(stage, out_dir, False, manifest, summary, "forced" if force and st.fresh else st.reason)
 
 
 def data_files(data_dir: Path, stage: str) -> list:
     """The ingested shards and ``classes.json``, once ingest has committed them (its manifest exists)."""
-    _require(data_dir / "manifest.json", stage, "ingest")
-    return sorted(data_dir.glob("*.tfrecord")) + [data_dir / "classes.json"]
+    main = Path(data_dir) / "manifest.json"
+    if not main.exists():
+        raise UsageError(f"{main}: not found; run `cnnpipe ingest` before `cnnpipe {stage}`")
+    return sorted(Path(data_dir).glob("*.tfrecord")) + [Path(data_dir) / "classes.json"]
 
-
-# ---------------------------------------------------------------- ingest
 
 def ingest(cfg, run_dir: Path, force: bool = False) -> StageResult:
-    from pipeline import sources
-
-    section = {"data": cfg.section("data"), "source_identity": sources.identity(cfg.data)}
-
     def work(out: Path):
         from pipeline import ingest as ingest_mod
 
         return ingest_mod.run(cfg, out)
 
-    return _run("ingest", run_dir, [], section, work, force)
+    return _run(cfg, run_dir, "ingest", work, force)
 
-
-# ---------------------------------------------------------------- build
 
 def build(cfg, run_dir: Path, force: bool = False) -> StageResult:
     data_dir = run_dir / "data"
-    data_files(data_dir, "build")
-    classes = data_dir / "classes.json"
+    require_upstream(cfg, run_dir, "build")
 
     def work(out: Path):
         from pipeline import build as build_mod
 
         return build_mod.run(cfg, data_dir, out)
 
-    base = [Path(cfg.model.base_model)] if Path(cfg.model.base_model or "/nonexistent").is_file() else []
-    return _run("build", run_dir, [classes, *base], {"model": cfg.section("model")}, work, force)
+    return _run(cfg, run_dir, "build", work, force)
 
 
-# ---------------------------------------------------------------- train
+def _resume_notice(cfg, run_dir: Path, key: str) -> None:
+    """Say whether training continues a checkpoint, or why a checkpoint is set aside."""
+    from pipeline import resume
 
-def train_inputs(cfg, run_dir: Path) -> tuple[list, dict]:
-    """The train stage's input files and config section: its fingerprint is also the resume key."""
-    model_path = _require(run_dir / "model" / "model.keras", "train", "build")
-    return [model_path, *data_files(run_dir / "data", "train")], \
-        {"train": cfg.section("train"), "augment": cfg.section("augment")}
+    material = resume_material(cfg)
+    previous = resume.peek(run_dir / "train" / "checkpoint")
+    if previous is not None:
+        epoch, old_key = previous
+        if old_key.split("/")[0] == key:
+            log.info(f"resuming from epoch {epoch}")
+        else:
+            old = artifacts.read_json(run_dir / "train" / "resume_key.json") \
+                if (run_dir / "train" / "resume_key.json").is_file() else {}
+            changed = changed_keys(old, material) or ["the data or model"]
+            log.info(f"a checkpoint after epoch {epoch} was made with another configuration "
+                     f"({', '.join(changed[:4])} changed): training starts fresh")
+    artifacts.write_json(run_dir / "train" / "resume_key.json", material)
 
 
 def train(cfg, run_dir: Path, force: bool = False) -> StageResult:
-    from pipeline import strategy, train as train_mod
+    from pipeline import strategy
 
     data_dir, model_path = run_dir / "data", run_dir / "model" / "model.keras"
-    inputs, section = train_inputs(cfg, run_dir)
-    fp = artifacts.fingerprint(inputs, section)
+    require_upstream(cfg, run_dir, "train")
+    key = artifacts.fingerprint(*train_inputs(cfg, run_dir))
 
     def work(out: Path):
-        # resumes from train/checkpoint/ when it holds the last completed epoch of this same run (fp)
-        summary = train_mod.fit(model_path, data_dir, cfg, out, resume_key=fp, resume_dir=run_dir / "train")
-        extra = {"seed": cfg.train.seed, **summary.pop("manifest", {})}
-        return [out / "model.keras", out / "history.csv"], summary, extra
+        from pipeline import curves, train as train_mod
 
-    if not strategy.is_chief(cfg.train):  # multi-worker: only the chief writes under the run dir (TF docs)
-        if not force and artifacts.up_to_date(run_dir / "train", fp):
-            return _run("train", run_dir, inputs, section, work, fp=fp)  # the chief's run is complete
+        verify_ingest(run_dir)
+        if chief:
+            _resume_notice(cfg, run_dir, key)
+        # resumes from train/checkpoint/ when it holds the last completed epoch of this same run (key)
+        summary = train_mod.fit(model_path, data_dir, cfg, out, resume_key=key, resume_dir=run_dir / "train")
+        extra = {"seed": cfg.train.seed, **summary.pop("manifest", {})}
+        figure = curves.write(out / "history.csv", out / "training_curves.png")
+        return [out / "model.keras", out / "history.csv", figure], summary, extra
+
+    chief = strategy.is_chief(cfg.train)
+    if not chief:  # multi-worker: only the chief writes under the run dir (TF docs)
+        if not force and status(cfg, run_dir, "train").fresh:
+            return _run(cfg, run_dir, "train", work)  # the chief's run is complete
         with tempfile.TemporaryDirectory(prefix="cnnpipe-worker-") as tmp:
-            return _run("train", Path(tmp), inputs, section, work, force, fp=fp)
-    result = _run("train", run_dir, inputs, section, work, force, fp=fp)
-    train_mod.discard_checkpoint(result.out_dir)  # the manifest is written: the resume state is done
+            return _run(cfg, run_dir, "train", work, force, out_root=Path(tmp))
+    result = _run(cfg, run_dir, "train", work, force)
+    if not result.skipped:
+        from pipeline import train as train_mod
+
+        train_mod.discard_checkpoint(result.out_dir)  # the manifest is written: the resume state is done
     return result
 
 
-# ---------------------------------------------------------------- evaluate
-
 def evaluate(cfg, run_dir: Path, force: bool = False) -> StageResult:
     data_dir, model_path = run_dir / "data", run_dir / "train" / "model.keras"
-    _require(model_path, "evaluate", "train")
-    inputs = [model_path, *data_files(data_dir, "evaluate")]
+    require_upstream(cfg, run_dir, "evaluate")
 
     def work(out: Path):
         from pipeline import evaluate as evaluate_mod
 
+        verify_ingest(run_dir)
         result = evaluate_mod.evaluate(model_path, data_dir, cfg.eval, out)
         summary = {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "n_test": result["n_test"]}
         return [out / "metrics.json", out / "confusion_matrix.png"], summary, {}
 
-    return _run("evaluate", run_dir, inputs, {"eval": cfg.section("eval")}, work, force)
+    return _run(cfg, run_dir, "evaluate", work, force)
 
-
-# ---------------------------------------------------------------- export
 
 def export(cfg, run_dir: Path, force: bool = False) -> StageResult:
     data_dir, model_path = run_dir / "data", run_dir / "train" / "model.keras"
-    _require(model_path, "export", "train")
-    inputs = [model_path, *data_files(data_dir, "export")]
-    dest = Path(cfg.export.dest) / run_dir.name
-
-    def published(manifest: dict) -> bool:
-        card = dest / "model_card.json"
-        return card.is_file() and artifacts.sha256_file(card) == manifest.get("card_sha256")
+    require_upstream(cfg, run_dir, "export")
+    dest = publish_dest(cfg, run_dir)
+    artifacts.check_publish_target(dest)
 
     def work(out: Path):
         from pipeline import publish
 
+        verify_ingest(run_dir)
         return publish.export_run(cfg, run_dir, model_path, data_dir, out, dest)
 
-    return _run("export", run_dir, inputs, {"export": cfg.section("export")}, work, force, published)
+    return _run(cfg, run_dir, "export", work, force)
 
 
 STAGES = {"ingest": ingest, "build": build, "train": train, "evaluate": evaluate, "export": export}

@@ -46,12 +46,17 @@ def load_context(config: Path | None, run: str | None, sets=(), runs_dir: Path =
     from pipeline import config as config_mod
     from pipeline.errors import ConfigError
 
+    from tasks import progress
+
     if config is None and DEFAULT_CONFIG.is_file():
         config = DEFAULT_CONFIG
     cfg = config_mod.load(config, list(sets))
-    name = run or (Path(config).stem if config else "default")
-    if not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"--run {name!r}: a run name is a plain folder name")
+    name = run if run is not None else (Path(config).stem if config else "default")
+    if not name.strip() or "/" in name or "\\" in name or name.startswith(".") or "\n" in name:
+        raise ConfigError(f"--run {name!r}: a run name is a plain, non-empty folder name")
+    progress.install()
+    overrides = f" with {len(sets)} --set override{'s' if len(sets) != 1 else ''}" if sets else ""
+    echo(f"config: {config if config else 'built-in defaults'}{overrides}")
     return Context(cfg=cfg, run=name, runs_root=Path(runs_dir), config_path=config)
 
 

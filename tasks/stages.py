@@ -32,6 +32,14 @@ def prepare_training(ctx: Context) -> None:
     strategy.prepare(ctx.cfg.train)
 
 
+def _suit_output(ctx: Context) -> None:
+    """A live progress bar per batch on a terminal; one line per epoch when output goes to a file."""
+    from tasks.progress import is_terminal
+
+    if ctx.cfg.train.verbose == 1 and not is_terminal():
+        ctx.cfg.train.verbose = 2
+
+
 def run_stage(ctx: Context, stage: str, force: bool = False):
     from pipeline import stages
 
@@ -41,6 +49,8 @@ def run_stage(ctx: Context, stage: str, force: bool = False):
     if result.skipped:
         echo(f"  up to date: inputs and config unchanged, skipped ({time.time() - start:.1f} s)")
     else:
+        if result.reason:
+            echo(f"  ran because: {result.reason}")
         echo(_table(result))
         _notes(stage, result)
     return result
@@ -53,19 +63,47 @@ def _notes(stage: str, result) -> None:
 
         report = artifacts.read_json(result.out_dir / "preflight.json")
         echo(preflight.table(report))
+    if stage == "train" and (result.out_dir / "training_curves.png").is_file():
+        echo(f"  curves: {result.out_dir / 'training_curves.png'}")
     if stage == "export":
         echo(f"  parity report: {result.summary['published']}/report.md")
 
 
+def _chief_only(ctx: Context, stage: str) -> bool:
+    """Multi-worker: only the chief evaluates and exports; say so on the other workers."""
+    from pipeline import strategy
+
+    if stage in ("evaluate", "export") and not strategy.is_chief(ctx.cfg.train):
+        echo(f"[{stage}] skipped on this worker: in multi-worker training only the chief evaluates and exports")
+        return False
+    return True
+
+
+def locked(ctx: Context):
+    """The run's lock for this command; a multi-worker task that is not the chief writes nothing, takes none."""
+    import contextlib
+
+    from pipeline import lock, strategy
+
+    if not strategy.is_chief(ctx.cfg.train):
+        return contextlib.nullcontext()
+    return lock.hold(ctx.run_dir)
+
+
 def _stage_command(stage: str, doc: str):
-    """The command of one stage: the shared options, then the stage (the strategy first for train)."""
+    """The command of one stage: the shared options, the run's lock, then the stage (the strategy first for
+    train)."""
     @click.command(stage, help=doc)
     @stage_options
     @FORCE
     def command(ctx: Context, force: bool):
-        if stage == "train":
-            prepare_training(ctx)
-        run_stage(ctx, stage, force)
+        if not _chief_only(ctx, stage):
+            return
+        with locked(ctx):
+            if stage == "train":
+                _suit_output(ctx)
+                prepare_training(ctx)
+            run_stage(ctx, stage, force)
     return command
 
 
@@ -86,15 +124,22 @@ export = _stage_command(
 @click.option("--until", type=click.Choice(["ingest", "build", "train", "evaluate", "export"]),
               default="export", show_default=True, help="Last stage to run.")
 def run_all(ctx: Context, force: bool, until: str):
-    """Run the stages in order: ingest, build, train, evaluate, export (up to --until)."""
-    from pipeline.stages import ORDER
+    """Run the stages in order: ingest, build, train, evaluate, export (up to --until).
+
+    Stages that are up to date are skipped; when every stage is, TensorFlow is never started."""
+    from pipeline import stages as graph
 
     start = time.time()
-    stages = ORDER[:ORDER.index(until) + 1]
-    if "train" in stages:
-        prepare_training(ctx)
-    for stage in stages:
-        run_stage(ctx, stage, force)
+    stages = graph.ORDER[:graph.ORDER.index(until) + 1]
+    with locked(ctx):
+        if "train" in stages and (force or not all(
+                graph.status(ctx.cfg, ctx.run_dir, s).fresh for s in stages[:stages.index("train") + 1])):
+            _suit_output(ctx)
+            prepare_training(ctx)
+        for stage in stages:
+            if not _chief_only(ctx, stage):
+                break
+            run_stage(ctx, stage, force)
     echo(f"done: run {ctx.run} in {time.time() - start:.1f} s")
 
 
