@@ -99,10 +99,14 @@ def _stage_command(stage: str, doc: str):
     def command(ctx: Context, force: bool):
         if not _chief_only(ctx, stage):
             return
+        from pipeline import stages as graph
+
         with locked(ctx):
-            if stage == "train":
-                _suit_output(ctx)
-                prepare_training(ctx)
+            if stage == "train":  # devices are set up before TensorFlow starts, and only when it will
+                graph.require_upstream(ctx.cfg, ctx.run_dir, stage)
+                if force or not graph.status(ctx.cfg, ctx.run_dir, stage).fresh:
+                    _suit_output(ctx)
+                    prepare_training(ctx)
             run_stage(ctx, stage, force)
     return command
 
