@@ -9,6 +9,7 @@ Checking freshness reads JSON and file metadata only: it never imports TensorFlo
 """
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
@@ -208,10 +209,14 @@ def publish_dest(cfg, run_dir: Path) -> Path:
 # ---------------------------------------------------------------- running a stage
 
 def _run(cfg, run_dir: Path, stage: str, work: Callable[[Path], tuple], force: bool = False,
-         out_root: Path | None = None) -> StageResult:
+         out_root: Path | None = None, check: Callable[[], None] | None = None) -> StageResult:
+    """Skip a fresh stage; otherwise ``check`` its inputs (before anything is touched), run ``work`` and
+    commit the manifest."""
     st = status(cfg, run_dir, stage)
     if not force and st.fresh:
         return StageResult(stage, st.out_dir, True, st.manifest, st.manifest.get("summary", {}))
+    if check is not None:
+        check()
     out_dir = Path(out_root or run_dir) / DIRS[stage]
     out_dir.mkdir(parents=True, exist_ok=True)
     stale = out_dir / "manifest.json"
@@ -285,7 +290,6 @@ def train(cfg, run_dir: Path, force: bool = False) -> StageResult:
     def work(out: Path):
         from pipeline import curves, train as train_mod
 
-        verify_ingest(run_dir)
         if chief:
             _resume_notice(cfg, run_dir, key)
         # resumes from train/checkpoint/ when it holds the last completed epoch of this same run (key)
@@ -295,16 +299,18 @@ def train(cfg, run_dir: Path, force: bool = False) -> StageResult:
         return [out / "model.keras", out / "history.csv", figure], summary, extra
 
     chief = strategy.is_chief(cfg.train)
+    check = functools.partial(verify_ingest, run_dir)
     if not chief:  # multi-worker: only the chief writes under the run dir (TF docs)
         if not force and status(cfg, run_dir, "train").fresh:
             return _run(cfg, run_dir, "train", work)  # the chief's run is complete
         with tempfile.TemporaryDirectory(prefix="cnnpipe-worker-") as tmp:
-            return _run(cfg, run_dir, "train", work, force, out_root=Path(tmp))
-    result = _run(cfg, run_dir, "train", work, force)
+            return _run(cfg, run_dir, "train", work, force, out_root=Path(tmp), check=check)
+    result = _run(cfg, run_dir, "train", work, force, check=check)
     if not result.skipped:
         from pipeline import train as train_mod
 
         train_mod.discard_checkpoint(result.out_dir)  # the manifest is written: the resume state is done
+        (result.out_dir / "resume_key.json").unlink(missing_ok=True)
     return result
 
 
@@ -315,12 +321,11 @@ def evaluate(cfg, run_dir: Path, force: bool = False) -> StageResult:
     def work(out: Path):
         from pipeline import evaluate as evaluate_mod
 
-        verify_ingest(run_dir)
         result = evaluate_mod.evaluate(model_path, data_dir, cfg.eval, out)
         summary = {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "n_test": result["n_test"]}
         return [out / "metrics.json", out / "confusion_matrix.png"], summary, {}
 
-    return _run(cfg, run_dir, "evaluate", work, force)
+    return _run(cfg, run_dir, "evaluate", work, force, check=functools.partial(verify_ingest, run_dir))
 
 
 def export(cfg, run_dir: Path, force: bool = False) -> StageResult:
@@ -332,10 +337,9 @@ def export(cfg, run_dir: Path, force: bool = False) -> StageResult:
     def work(out: Path):
         from pipeline import publish
 
-        verify_ingest(run_dir)
         return publish.export_run(cfg, run_dir, model_path, data_dir, out, dest)
 
-    return _run(cfg, run_dir, "export", work, force)
+    return _run(cfg, run_dir, "export", work, force, check=functools.partial(verify_ingest, run_dir))
 
 
 STAGES = {"ingest": ingest, "build": build, "train": train, "evaluate": evaluate, "export": export}

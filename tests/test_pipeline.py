@@ -129,7 +129,7 @@ def test_stage_out_of_order_is_a_usage_error(workdir):
     result = invoke(["export", "--config", DEFAULT_CONFIG, "--run", "fresh"])
     assert result.exit_code == 2
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert errors == ["error: runs/fresh/train/model.keras: not found; run `cnnpipe train` before `cnnpipe export`"]
+    assert errors == ["error: runs/fresh/data/manifest.json: not found; run `cnnpipe ingest` before `cnnpipe export`"]
     assert not (workdir / "exported").exists()
 
 

@@ -63,7 +63,7 @@ def test_two_worker_processes_train_one_model(one_process, tmp_path_factory):
     assert "strategy: multiworker, 2 replica(s)" in logs[1].read_text()  # the non-chief trained too ...
     # ... but only the chief wrote the run's files
     assert sorted(p.name for p in (run_dir / "train").iterdir()) == [
-        "history.csv", "manifest.json", "model.keras", "tensorboard"]
+        "history.csv", "manifest.json", "model.keras", "tensorboard", "training_curves.png"]
     where = artifacts.read_json(run_dir / "train" / "manifest.json")["distribution"]
     assert where["strategy"] == "multiworker" and where["workers"] == 2 and where["replicas"] == 2
     assert where["task"] == {"type": "worker", "index": 0}
