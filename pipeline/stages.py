@@ -175,7 +175,7 @@ def require_upstream(cfg, run_dir: Path, stage: str) -> None:
         if st.manifest is None and not main.exists():
             raise UsageError(f"{main}: not found; run `cnnpipe {up}` before `cnnpipe {stage}`")
         raise UsageError(f"stage {up} of run {Path(run_dir).name} is stale ({st.reason}); "
-                         f"run `cnnpipe run --until {stage}` (same options) to bring it up to date")
+                         f"run `cnnpipe run --until {stage}` with the same options to refresh it first")
 
 
 def verify_ingest(run_dir: Path) -> None:
