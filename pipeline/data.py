@@ -2,11 +2,15 @@
 
 Ingest writes ``runs/<run>/data/<split>-NNNNN-of-NNNNN.tfrecord`` holding raw uint8 pixels (never re-encoded),
 ``classes.json`` (class names, image shape, split sizes) and ``preflight.json``. Later stages read the shards
-with :func:`split_dataset` or :func:`load_split`; nothing decodes the original files again.
+as streams (:func:`split_dataset`, :func:`read_labels`, :func:`take`); nothing decodes the original files again,
+and a whole split is loaded (:func:`load_split`) or cached in memory only when it fits a budget.
+
+A split depends only on each item's class and its rank within the class (file path for files, position for
+arrays) and the seed: the same images split the same way whichever source lists them.
 """
 from __future__ import annotations
 
-import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +19,8 @@ from pipeline import artifacts
 from pipeline.errors import PipelineError, UsageError
 
 SPLITS = ("train", "val", "test")
+SHUFFLE_BYTES = 128 << 20   # shuffle buffer of the training pipeline, in bytes of decoded pixels
+CACHE_SHARE = 0.25          # train.cache auto: memory when train + val take at most this share of free memory
 
 
 # ---------------------------------------------------------------- splitting
@@ -36,67 +42,136 @@ def _stratified_cut(labels: np.ndarray, fraction: float, rng: np.random.Generato
     return np.sort(keep), np.sort(held)
 
 
-def make_splits(source_splits: dict, data_cfg) -> dict:
-    """Return ``{"train", "val", "test"}`` -> (x, y), carving missing splits out stratified and seeded.
+def split_indices(labels: dict, data_cfg) -> dict:
+    """``{"train", "val", "test"}`` -> indices into the source's items, the source splits concatenated in order.
 
-    The source's own splits are kept when ``data.use_source_splits`` is true; otherwise everything is pooled
-    and re-split by ``data.test_fraction`` and ``data.val_fraction``.
+    ``labels`` maps the source's split names (``train``, ``val``, ``test`` or ``all``) to int labels. The
+    source's own splits are kept when ``data.use_source_splits`` is true; otherwise everything is pooled and
+    re-split by ``data.test_fraction`` and ``data.val_fraction`` (stratified, seeded). The train indices come
+    in a seeded random order (the shards are written in it, so a shuffle buffer mixes classes).
     """
     rng = np.random.default_rng(data_cfg.seed)
-    splits = dict(source_splits)
-    if not data_cfg.use_source_splits or "all" in splits or "train" not in splits:
-        xs = [x for x, _ in splits.values()]
-        ys = [y for _, y in splits.values()]
-        splits = {"all": (np.concatenate(xs), np.concatenate(ys))}
-    if "test" not in splits:
-        pool_x, pool_y = splits.pop("all") if "all" in splits else splits.pop("train")
-        keep, held = _stratified_cut(pool_y, data_cfg.test_fraction, rng)
-        splits["train"] = (pool_x[keep], pool_y[keep])
-        splits["test"] = (pool_x[held], pool_y[held])
-    if "val" not in splits:
-        x, y = splits["train"]
-        keep, held = _stratified_cut(y, data_cfg.val_fraction, rng)
-        splits["train"] = (x[keep], y[keep])
-        splits["val"] = (x[held], y[held])
-    x, y = splits["train"]
-    order = rng.permutation(len(y))  # shards in random order: the shuffle buffer then mixes classes
-    splits["train"] = (x[order], y[order])
+    all_labels = np.concatenate([np.asarray(y, np.int64) for y in labels.values()]) if labels else np.zeros(0)
+    groups, start = {}, 0
+    for name, y in labels.items():
+        groups[name] = np.arange(start, start + len(y))
+        start += len(y)
+    if not data_cfg.use_source_splits or "all" in groups or "train" not in groups:
+        groups = {"all": np.arange(start)}
+    if "test" not in groups:
+        pool = groups.pop("all") if "all" in groups else groups.pop("train")
+        keep, held = _stratified_cut(all_labels[pool], data_cfg.test_fraction, rng)
+        groups["train"], groups["test"] = pool[keep], pool[held]
+    if "val" not in groups:
+        pool = groups["train"]
+        keep, held = _stratified_cut(all_labels[pool], data_cfg.val_fraction, rng)
+        groups["train"], groups["val"] = pool[keep], pool[held]
+    train = groups["train"]
+    train = train[np.argsort(all_labels[train], kind="stable")]  # class, then rank: the same for every source
+    groups["train"] = train[rng.permutation(len(train))]
     for name in SPLITS:
-        if len(splits[name][1]) == 0:
+        if len(groups[name]) == 0:
             raise PipelineError(f"data: the {name} split is empty; the source has too few images per class")
-    return {name: splits[name] for name in SPLITS}
+    return {name: groups[name] for name in SPLITS}
+
+
+def gather(source_splits: dict, index: np.ndarray) -> np.ndarray:
+    """Items at global ``index`` (the source splits concatenated in order) without concatenating them."""
+    index = np.asarray(index, np.int64)
+    parts = list(source_splits.values())
+    out = None
+    start = 0
+    for x, _ in parts:
+        mask = (index >= start) & (index < start + len(x))
+        if mask.any():
+            picked = x[index[mask] - start]
+            if out is None:
+                out = np.empty((len(index), *picked.shape[1:]), dtype=picked.dtype)
+            out[mask] = picked
+        start += len(x)
+    return out if out is not None else np.empty((0,), dtype=object)
+
+
+def make_splits(source_splits: dict, data_cfg) -> dict:
+    """``{"train", "val", "test"}`` -> (x, y) for arrays held in memory (see :func:`split_indices`)."""
+    plan = split_indices({k: y for k, (_, y) in source_splits.items()}, data_cfg)
+    labels = np.concatenate([np.asarray(y, np.int64) for _, y in source_splits.values()])
+    return {name: (gather(source_splits, idx), labels[idx]) for name, idx in plan.items()}
 
 
 # ---------------------------------------------------------------- TFRecord shards
 
-def _feature_bytes(value: bytes):
+def _example(image: np.ndarray, label: int) -> bytes:
     import tensorflow as tf
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    return tf.train.Example(features=tf.train.Features(feature={
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(image).tobytes()])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+    })).SerializeToString(deterministic=True)
 
 
-def _feature_int(value: int):
-    import tensorflow as tf
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+class ShardWriter:
+    """Writes one split record by record into shards of ``shard_size`` under hidden temporary names; ``close``
+    renames them to ``<split>-NNNNN-of-NNNNN.tfrecord`` once the count is known, ``abort`` removes them."""
+
+    def __init__(self, directory: Path, name: str, shard_size: int):
+        self.directory, self.name, self.shard_size = Path(directory), name, shard_size
+        self.tmp_paths: list = []
+        self.count = 0
+        self._writer = None
+
+    def _open(self):
+        import tensorflow as tf
+
+        path = self.directory / f".{self.name}-{len(self.tmp_paths):05d}.tfrecord.tmp"
+        self.tmp_paths.append(path)
+        self._writer = tf.io.TFRecordWriter(str(path))
+
+    def _finish_shard(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            with open(self.tmp_paths[-1], "rb+") as fh:
+                os.fsync(fh.fileno())
+
+    def write(self, image: np.ndarray, label: int) -> None:
+        if self._writer is None:
+            self._open()
+        self._writer.write(_example(image, label))
+        self.count += 1
+        if self.count % self.shard_size == 0:
+            self._finish_shard()
+
+    def close(self) -> list:
+        self._finish_shard()
+        n = len(self.tmp_paths)
+        paths = []
+        for k, tmp in enumerate(self.tmp_paths):
+            path = self.directory / f"{self.name}-{k:05d}-of-{n:05d}.tfrecord"
+            os.replace(tmp, path)
+            paths.append(path)
+        self.tmp_paths = []
+        return paths
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        for tmp in self.tmp_paths:
+            Path(tmp).unlink(missing_ok=True)
+        self.tmp_paths = []
 
 
 def write_split(directory: Path, name: str, images: np.ndarray, labels: np.ndarray, shard_size: int) -> list:
-    """Write one split as TFRecord shards (atomically, shard by shard); return the shard paths."""
-    import tensorflow as tf
-
-    n_shards = max(1, math.ceil(len(images) / shard_size))
-    paths = []
-    for shard in range(n_shards):
-        path = directory / f"{name}-{shard:05d}-of-{n_shards:05d}.tfrecord"
-        with artifacts.atomic_path(path) as tmp:
-            with tf.io.TFRecordWriter(str(tmp)) as writer:
-                for i in range(shard * shard_size, min(len(images), (shard + 1) * shard_size)):
-                    example = tf.train.Example(features=tf.train.Features(feature={
-                        "image": _feature_bytes(np.ascontiguousarray(images[i]).tobytes()),
-                        "label": _feature_int(labels[i]),
-                    }))
-                    writer.write(example.SerializeToString(deterministic=True))
-        paths.append(path)
-    return paths
+    """Write one in-memory split as TFRecord shards; return the shard paths."""
+    writer = ShardWriter(directory, name, shard_size)
+    try:
+        for image, label in zip(images, labels):
+            writer.write(image, label)
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def shards(data_dir: Path, name: str) -> list:
@@ -110,37 +185,143 @@ def read_meta(data_dir: Path) -> dict:
     return artifacts.read_json(path)
 
 
+def _files(data_dir: Path, name: str) -> list:
+    files = shards(data_dir, name)
+    if not files:
+        raise UsageError(f"{data_dir}: no {name} shards; run `cnnpipe ingest` first")
+    return [str(f) for f in files]
+
+
+def _parser(shape, fields=("image", "label")):
+    import tensorflow as tf
+
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+    spec = {k: spec[k] for k in fields}
+
+    def parse(record):
+        ex = tf.io.parse_single_example(record, spec)
+        if "image" not in spec:
+            return ex["label"]
+        image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), shape)
+        return image, ex["label"]
+    return parse
+
+
 def split_dataset(data_dir: Path, name: str, meta: dict | None = None):
     """tf.data.Dataset of (image uint8 [H, W, C], label int64) read from the split's shards."""
     import tensorflow as tf
 
     meta = meta or read_meta(data_dir)
-    files = shards(data_dir, name)
-    if not files:
-        raise UsageError(f"{data_dir}: no {name} shards; run `cnnpipe ingest` first")
-    shape = meta["image_shape"]
-    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
-
-    def parse(record):
-        ex = tf.io.parse_single_example(record, spec)
-        image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), shape)
-        return image, ex["label"]
-
-    ds = tf.data.TFRecordDataset([str(f) for f in files], num_parallel_reads=min(4, len(files)))
-    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    files = _files(data_dir, name)
+    ds = tf.data.TFRecordDataset(files, num_parallel_reads=min(4, len(files)))
+    return ds.map(_parser(meta["image_shape"]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def load_split(data_dir: Path, name: str, meta: dict | None = None):
-    """The whole split as numpy arrays (images uint8 [N, H, W, C], labels int64 [N])."""
-    ds = split_dataset(data_dir, name, meta).batch(4096)
-    xs, ys = [], []
-    for x, y in ds.as_numpy_iterator():
-        xs.append(x)
-        ys.append(y)
-    return np.concatenate(xs), np.concatenate(ys)
+    """The whole split as numpy arrays (images uint8 [N, H, W, C], labels int64 [N]), filled in place."""
+    meta = meta or read_meta(data_dir)
+    n = int(meta["counts"][name])
+    x = np.empty((n, *meta["image_shape"]), np.uint8)
+    y = np.empty(n, np.int64)
+    at = 0
+    for xb, yb in split_dataset(data_dir, name, meta).batch(1024).as_numpy_iterator():
+        x[at:at + len(yb)], y[at:at + len(yb)] = xb, yb
+        at += len(yb)
+    if at != n:
+        raise PipelineError(f"{data_dir}: the {name} shards hold {at} records, classes.json says {n}; "
+                            "run `cnnpipe ingest --force`")
+    return x, y
+
+
+def read_labels(data_dir: Path, name: str) -> np.ndarray:
+    """The labels of a split in record order (shard by shard), streamed: the pixels are never kept."""
+    import tensorflow as tf
+
+    ds = tf.data.TFRecordDataset(_files(data_dir, name))
+    ds = ds.map(_parser(None, ("label",)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    parts = [y for y in ds.batch(8192).as_numpy_iterator()]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def take(data_dir: Path, name: str, indices, meta: dict | None = None) -> np.ndarray:
+    """Images at ``indices`` (record order, as :func:`read_labels`), streamed: only those are decoded and kept.
+
+    Returns uint8 [len(indices), H, W, C] in the order of ``indices``.
+    """
+    import tensorflow as tf
+
+    meta = meta or read_meta(data_dir)
+    indices = np.asarray(indices, np.int64)
+    wanted = np.unique(indices)
+    mask = np.zeros(int(wanted.max()) + 1 if len(wanted) else 1, bool)
+    mask[wanted] = True
+    mask_t = tf.constant(mask)
+    ds = tf.data.TFRecordDataset(_files(data_dir, name)).take(len(mask)).enumerate()  # stops after the last
+    ds = ds.filter(lambda i, rec: tf.gather(mask_t, i))
+    parse = _parser(meta["image_shape"])
+    ds = ds.map(lambda i, rec: (i, parse(rec)[0]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    found = {}
+    for i, image in ds.as_numpy_iterator():
+        found[int(i)] = image
+    missing = [int(i) for i in wanted if int(i) not in found]
+    if missing:
+        raise PipelineError(f"{data_dir}: the {name} split has no record {missing[0]}")
+    out = np.empty((len(indices), *meta["image_shape"]), np.uint8)
+    for k, i in enumerate(indices):
+        out[k] = found[int(i)]
+    return out
 
 
 # ---------------------------------------------------------------- training input pipeline
+
+def split_bytes(meta: dict, names=("train", "val")) -> int:
+    """Bytes of decoded pixels of the named splits."""
+    return int(np.prod(meta["image_shape"])) * sum(int(meta["counts"][n]) for n in names)
+
+
+def free_memory() -> int:
+    """Bytes of memory available to new allocations (MemAvailable; the free pages where that is unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def cache_mode(meta: dict, mode: str = "auto") -> str:
+    """``train.cache`` resolved: ``auto`` is ``memory`` when train and val together take at most a quarter of
+    the free memory, else ``none`` (the shards are already an uncompressed copy on disk)."""
+    if mode != "auto":
+        return mode
+    return "memory" if split_bytes(meta) <= CACHE_SHARE * free_memory() else "none"
+
+
+def _cached(ds, mode: str, data_dir: Path, cache_dir: Path | None, name: str):
+    if mode == "memory":
+        return ds.cache()
+    if mode == "disk":
+        cache_dir = Path(cache_dir) if cache_dir is not None else Path(data_dir).parent / "train" / "cache"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for stale in cache_dir.glob(f"{name}.*"):  # left by an interrupted run: TF refuses to reuse them
+            stale.unlink()
+        return ds.cache(str(cache_dir / name))
+    return ds
+
+
+def shuffle_size(meta: dict, shuffle_bytes: int = SHUFFLE_BYTES, shuffle_buffer: int | None = None) -> int:
+    """Images in the shuffle buffer: ``shuffle_bytes`` of decoded pixels, at most the split (and
+    ``shuffle_buffer`` images when given)."""
+    n = max(1, int(shuffle_bytes) // max(1, int(np.prod(meta["image_shape"]))))
+    if shuffle_buffer is not None:
+        n = min(n, int(shuffle_buffer))
+    return max(1, min(n, int(meta["counts"]["train"])))
+
 
 def _to_float(num_classes: int):
     import tensorflow as tf
@@ -151,27 +332,32 @@ def _to_float(num_classes: int):
 
 
 def train_dataset(data_dir: Path, meta: dict, batch_size: int, seed: int, augment_fn=None,
-                  shuffle_buffer: int = 20000):
-    """Training pipeline: parallel parse, cache, seeded shuffle, batch, then augment, then prefetch.
+                  shuffle_buffer: int | None = None, cache: str = "auto", shuffle_bytes: int = SHUFFLE_BYTES,
+                  cache_dir: Path | None = None):
+    """Training pipeline: parallel parse, cache (``cache``: auto | memory | disk | none), seeded shuffle in a
+    buffer of ``shuffle_bytes``, batch, then augment, then prefetch.
 
     Yields (float32 pixels in [0, 255], one-hot float32 labels); Rescaling lives inside the model.
     """
     import tensorflow as tf
 
     k = len(meta["class_names"])
-    ds = split_dataset(data_dir, "train", meta).cache()
-    ds = ds.shuffle(min(shuffle_buffer, max(1, meta["counts"]["train"])), seed=seed,
-                    reshuffle_each_iteration=True)
+    mode = cache_mode(meta, cache)
+    ds = _cached(split_dataset(data_dir, "train", meta), mode, data_dir, cache_dir, "train")
+    ds = ds.shuffle(shuffle_size(meta, shuffle_bytes, shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(_to_float(k), num_parallel_calls=tf.data.AUTOTUNE)
     if augment_fn is not None:
         ds = ds.map(augment_fn, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(data_dir: Path, meta: dict, name: str, batch_size: int):
-    """Validation/test pipeline: (float32 pixels, one-hot labels), cached, no augmentation."""
+def eval_dataset(data_dir: Path, meta: dict, name: str, batch_size: int, cache: str = "auto",
+                 cache_dir: Path | None = None):
+    """Validation/test pipeline: (float32 pixels, one-hot labels), no augmentation, cached as ``cache`` says
+    (``auto`` decides as for training)."""
     import tensorflow as tf
 
     k = len(meta["class_names"])
-    ds = split_dataset(data_dir, name, meta).cache().batch(batch_size)
+    ds = _cached(split_dataset(data_dir, name, meta), cache_mode(meta, cache), data_dir, cache_dir, name)
+    ds = ds.batch(batch_size)
     return ds.map(_to_float(k), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -1,16 +1,19 @@
 """Preflight checks of the prepared splits, before anything is trained on them.
 
-:func:`run` reports, per split, the class counts and the imbalance ratio (largest / smallest class); the image
-size and per-channel mean and standard deviation (of train); the unreadable files the source skipped; and
-exact duplicates (same pixel bytes, by SHA-1) within each split and across splits. Duplicates are a warning;
-with ``dedupe`` the val and test splits lose every image whose content appears in an earlier split
-(train < val < test) or earlier in the same split. Train is never changed.
+:class:`Checker` is fed the images one at a time while ingest streams them to the shards (:func:`run` does
+the same for splits held in memory). The report holds, per split, the class counts and the imbalance ratio
+(largest / smallest class); the image size and per-channel mean and standard deviation (of train); the
+unreadable files the source skipped (and how many per extension); the files left out because Pillow does not
+read their format, counted by extension; and exact duplicates (same pixel bytes, by SHA-1) within each split
+and across splits. Duplicates are a warning; with ``dedupe`` the val and test splits lose every image whose
+content appears in an earlier split (train < val < test) or earlier in the same split. Train is never changed.
 
 :func:`table` renders the report as a few lines of plain text for the terminal.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 
@@ -18,10 +21,6 @@ from pipeline.errors import PipelineError
 
 ORDER = ("train", "val", "test")
 EXAMPLES = 5
-
-
-def _hashes(images: np.ndarray) -> list:
-    return [hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest() for image in images]
 
 
 def _class_counts(labels: np.ndarray, class_names: list) -> dict:
@@ -36,22 +35,6 @@ def _split_stats(labels: np.ndarray, class_names: list) -> dict:
     ratio = round(max(values) / min(values), 3) if values and min(values) > 0 else None
     return {"images": int(len(labels)), "class_counts": counts, "imbalance_ratio": ratio,
             "missing_classes": missing}
-
-
-def _channel_stats(images: np.ndarray, chunk: int = 8192) -> dict:
-    """Shape and per-channel mean/std of pixel values (0..255), accumulated in chunks."""
-    c = images.shape[-1]
-    total, sq, n = np.zeros(c), np.zeros(c), 0
-    for start in range(0, len(images), chunk):
-        block = images[start:start + chunk].reshape(-1, c).astype(np.float64)
-        total += block.sum(0)
-        sq += (block ** 2).sum(0)
-        n += len(block)
-    mean = total / max(n, 1)
-    std = np.sqrt(np.maximum(sq / max(n, 1) - mean ** 2, 0))
-    return {"shape": [int(s) for s in images.shape[1:]], "dtype": str(images.dtype),
-            "channel_mean": [round(float(m), 3) for m in mean],
-            "channel_std": [round(float(s), 3) for s in std]}
 
 
 def _duplicates(hashes: dict, labels: dict) -> dict:
@@ -81,29 +64,6 @@ def _duplicates(hashes: dict, labels: dict) -> dict:
     return {"within": within, "across": across, "label_conflicts": conflicts, "examples": examples}
 
 
-def _dedupe(splits: dict, hashes: dict) -> tuple[dict, dict]:
-    """Drop from val and test the images seen in an earlier split or earlier in the same split."""
-    seen = set(hashes.get("train", []))
-    removed = {}
-    out = dict(splits)
-    for split in ORDER[1:]:
-        if split not in splits:
-            continue
-        keep = []
-        for i, h in enumerate(hashes[split]):
-            if h not in seen:
-                keep.append(i)
-                seen.add(h)
-        removed[split] = len(hashes[split]) - len(keep)
-        if not keep:
-            raise PipelineError(f"data.dedupe: every image of the {split} split duplicates an earlier one; "
-                                "the split would be empty")
-        x, y = splits[split]
-        out[split] = (x[keep], y[keep])
-        hashes[split] = [hashes[split][i] for i in keep]
-    return out, removed
-
-
 def _warnings(report: dict) -> list:
     out = []
     for split, stats in report["splits"].items():
@@ -123,27 +83,113 @@ def _warnings(report: dict) -> list:
     return out
 
 
+class Checker:
+    """Preflight while streaming: fed one image at a time (train first, then val, then test), it decides what
+    dedupe drops, counts classes and duplicates and accumulates the train pixel statistics. Memory: one SHA-1
+    and one label per image."""
+
+    def __init__(self, class_names: list, dedupe: bool):
+        self.class_names, self.dedupe = class_names, bool(dedupe)
+        self.hashes: dict = {}      # split -> [sha1 of every readable image, in order]
+        self.labels: dict = {}      # split -> [label of every readable image]
+        self.kept: dict = {}        # split -> [label of every image written]
+        self.seen: set = set()
+        self.removed: dict = {}
+        self._sum = self._sq = None
+        self._n, self._shape, self._dtype = 0, None, "uint8"
+
+    def add(self, split: str, digest: str, label: int) -> bool:
+        """Record one image; True when it is kept (dedupe drops val/test images seen in an earlier split or
+        earlier in the same split; train is never changed)."""
+        self.hashes.setdefault(split, []).append(digest)
+        self.labels.setdefault(split, []).append(int(label))
+        self.kept.setdefault(split, [])
+        if self.dedupe and split != "train":
+            self.removed.setdefault(split, 0)
+            if digest in self.seen:
+                self.removed[split] += 1
+                return False
+        if self.dedupe:
+            self.seen.add(digest)
+        self.kept[split].append(int(label))
+        return True
+
+    def pixels(self, images: np.ndarray) -> None:
+        """Accumulate per-channel sums of a block of kept training images [N, H, W, C]."""
+        if not len(images):
+            return
+        c = images.shape[-1]
+        block = images.reshape(-1, c).astype(np.float64)
+        if self._sum is None:
+            self._sum, self._sq = np.zeros(c), np.zeros(c)
+            self._shape, self._dtype = [int(s) for s in images.shape[1:]], str(images.dtype)
+        self._sum += block.sum(0)
+        self._sq += (block ** 2).sum(0)
+        self._n += len(block)
+
+    def _image_stats(self) -> dict:
+        n = max(self._n, 1)
+        total = self._sum if self._sum is not None else np.zeros(1)
+        mean = total / n
+        std = np.sqrt(np.maximum((self._sq if self._sq is not None else total) / n - mean ** 2, 0))
+        return {"shape": self._shape or [], "dtype": self._dtype,
+                "channel_mean": [round(float(m), 3) for m in mean],
+                "channel_std": [round(float(s), 3) for s in std]}
+
+    def report(self, skipped: list, ignored: dict | None = None) -> dict:
+        """The ``preflight.json`` report; raises when dedupe emptied a split."""
+        if not self.hashes:
+            raise PipelineError("preflight: no splits to check")
+        for split, n in self.removed.items():
+            if n and not self.kept.get(split):
+                raise PipelineError(f"data.dedupe: every image of the {split} split duplicates an earlier one; "
+                                    "the split would be empty")
+        labels = {s: np.asarray(v, np.int64) for s, v in self.labels.items()}
+        report = {
+            "classes": len(self.class_names),
+            "splits": {s: _split_stats(np.asarray(v, np.int64), self.class_names) for s, v in self.kept.items()},
+            "image": self._image_stats(),
+            "skipped": {"count": len(skipped), "by_extension": by_extension(f["path"] for f in skipped),
+                        "files": list(skipped)},
+            "duplicates": _duplicates(self.hashes, labels),
+            "dedupe": {"enabled": self.dedupe, "removed": dict(self.removed)},
+        }
+        if ignored is not None:
+            report["ignored"] = ignored
+        report["warnings"] = _warnings(report)
+        return report
+
+
+def by_extension(paths) -> dict:
+    """{".heic": 3, ...}: how many of ``paths`` end in each extension (lower case; "" for none)."""
+    counts: dict = {}
+    for path in paths:
+        ext = os.path.splitext(str(path))[1].lower()
+        counts[ext] = counts.get(ext, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def digest(image: np.ndarray) -> str:
+    """The content hash duplicates are found by: SHA-1 of the pixel bytes."""
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
 def run(splits: dict, class_names: list, skipped: list, dedupe: bool) -> tuple[dict, dict]:
-    """Check ``splits`` ({name: (uint8 [N, H, W, C], int64 [N])}); return (splits, report): the splits with val/test
-    duplicates removed when ``dedupe`` is true, and the report written to ``preflight.json``."""
+    """Check ``splits`` ({name: (uint8 [N, H, W, C], int64 [N])}) held in memory; return (splits, report): the
+    splits with val/test duplicates removed when ``dedupe`` is true, and the report written to
+    ``preflight.json``. Ingest streams through a :class:`Checker` instead."""
     if not splits:
         raise PipelineError("preflight: no splits to check")
-    hashes = {name: _hashes(x) for name, (x, _) in splits.items()}
-    duplicates = _duplicates(hashes, {name: y for name, (_, y) in splits.items()})
-    removed = {}
-    if dedupe:
-        splits, removed = _dedupe(splits, hashes)
-    first = "train" if "train" in splits else next(iter(splits))
-    report = {
-        "classes": len(class_names),
-        "splits": {name: _split_stats(y, class_names) for name, (_, y) in splits.items()},
-        "image": _channel_stats(splits[first][0]),
-        "skipped": {"count": len(skipped), "files": list(skipped)},
-        "duplicates": duplicates,
-        "dedupe": {"enabled": bool(dedupe), "removed": removed},
-    }
-    report["warnings"] = _warnings(report)
-    return splits, report
+    checker = Checker(class_names, dedupe)
+    names = [s for s in ORDER if s in splits] + [s for s in splits if s not in ORDER]
+    out = {}
+    for name in names:
+        x, y = splits[name]
+        keep = [i for i in range(len(y)) if checker.add(name, digest(x[i]), y[i])]
+        out[name] = (x, y) if len(keep) == len(y) else (x[keep], y[keep])
+        if name == names[0]:
+            checker.pixels(out[name][0])
+    return {name: out[name] for name in splits}, checker.report(skipped)
 
 
 def table(report: dict) -> str:
@@ -171,6 +217,10 @@ def table(report: dict) -> str:
         lines += [f"  {f['path']}: {f['reason']}" for f in skipped["files"][:EXAMPLES]]
         if skipped["count"] > EXAMPLES:
             lines.append(f"  ... and {skipped['count'] - EXAMPLES} more (preflight.json)")
+    ignored = report.get("ignored") or {}
+    if ignored.get("count"):
+        exts = ", ".join(f"{ext or '(none)'} {n}" for ext, n in ignored["by_extension"].items())
+        lines.append(f"ignored {ignored['count']} file(s) in formats Pillow does not read: {exts}")
     lines += [f"warning: {w}" for w in report.get("warnings", [])]
     lines += [f"note: {n}" for n in report.get("notes", [])]  # the source's notes, added by ingest
     return "\n".join(lines)

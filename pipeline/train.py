@@ -55,8 +55,8 @@ def datasets(data_dir: Path, meta: dict, cfg, strategy=None):
 
     augment_fn = augment.build(cfg.augment, len(meta["class_names"]), cfg.train.seed)
     batch = cfg.train.batch_size
-    train_ds = data.train_dataset(data_dir, meta, batch, cfg.train.seed, augment_fn)
-    val_ds = data.eval_dataset(data_dir, meta, "val", batch)
+    train_ds = data.train_dataset(data_dir, meta, batch, cfg.train.seed, augment_fn, cache=cfg.train.cache)
+    val_ds = data.eval_dataset(data_dir, meta, "val", batch, cache=cfg.train.cache)
     # TFRecord pipelines have an unknown length, on which Keras steps the optimizer's iteration count (the
     # schedule's clock) once more per epoch than it trains; state the number of batches
     batches = {name: math.ceil(meta["counts"][name] / batch) for name in ("train", "val")}

@@ -1,10 +1,15 @@
-"""Data sources. ``load(cfg.data)`` returns a :class:`SourceData` of uint8 NHWC images and int labels.
+"""Data sources. ``load(cfg.data)`` returns a :class:`SourceData`: int labels with, per split, either uint8
+NHWC images (``digits``, ``tfds:``, ``idx:``) or the paths of image files that ingest decodes as it streams them
+to the shards (``folder:``, ``csv:``).
 
-A source is named by ``data.source``: ``digits``, ``tfds:<name>``, ``idx:<dir>`` or ``folder:<dir>``.
-Every source returns images already conformed to ``data.channels`` and ``data.image_size``.
+A source is named by ``data.source``: ``digits``, ``tfds:<name>``, ``idx:<dir>``, ``folder:<dir>`` or
+``csv:<file>``. Array sources return images already conformed to ``data.channels`` and ``data.image_size``.
+Class names given by a user (folder names, CSV labels) pass :func:`check_class_name`.
 """
 from __future__ import annotations
 
+import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +22,8 @@ class SourceData:
     """What a source yields before the pipeline splits it.
 
     ``splits`` maps split names (``train``, ``val``, ``test``, or ``all`` for a single pool) to
-    ``(images uint8 [N, H, W, C], labels int64 [N])``.
+    ``(images uint8 [N, H, W, C], labels int64 [N])``, or with ``files`` to ``(paths object [N], labels)``
+    ordered by class, then path.
     """
 
     splits: dict
@@ -26,6 +32,8 @@ class SourceData:
     skipped: list = field(default_factory=list)      # [{"path": ..., "reason": ...}] unreadable files
     input_files: list = field(default_factory=list)  # files whose content identifies the data
     notes: list = field(default_factory=list)        # human-readable remarks (e.g. an empty class folder)
+    files: bool = False                              # splits hold file paths (object arrays), not pixels
+    ignored: dict | None = None                      # {"count", "by_extension"}: files in unread formats
 
 
 def parse(source: str) -> tuple[str, str]:
@@ -34,9 +42,10 @@ def parse(source: str) -> tuple[str, str]:
     kind = kind.strip().lower()
     if kind not in LOADERS:
         raise ConfigError(f"data.source: unknown source {source!r} "
-                          f"(use digits, tfds:<name>, idx:<dir> or folder:<dir>)")
+                          f"(use digits, tfds:<name>, idx:<dir>, folder:<dir> or csv:<file>)")
     if kind != "digits" and not arg.strip():
-        raise ConfigError(f"data.source: {kind}: needs an argument, e.g. {kind}:{'mnist' if kind == 'tfds' else '<dir>'}")
+        example = {"tfds": "mnist", "csv": "<file>"}.get(kind, "<dir>")
+        raise ConfigError(f"data.source: {kind}: needs an argument, e.g. {kind}:{example}")
     return kind, arg.strip()
 
 
@@ -84,7 +93,41 @@ LOADERS = {
     "tfds": _lazy("tfds", "load_tfds"),
     "idx": _lazy("idx", "load_idx"),
     "folder": _lazy("folder", "load_folder"),
+    "csv": _lazy("csv", "load_csv"),
 }
+
+SPLIT_NAMES = ("train", "val", "validation", "test")
+LINE_BREAKS = {"\u2028", "\u2029"}
+
+
+def check_class_name(name: str, where: str, what: str = "class name") -> str:
+    """A class name a user gave must be UTF-8 text of one line: labels.txt, the model card and C headers
+    carry it. Emoji, quotes, spaces and any letters are fine; control characters and line breaks are not."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(name)
+        raise PipelineError(f"{where}: {what} {raw!r} is not valid UTF-8; rename it") from None
+    if not name.strip():
+        raise PipelineError(f"{where}: {what} {name!r} is blank; rename it")
+    bad = [c for c in name if unicodedata.category(c) == "Cc" or c in LINE_BREAKS]
+    if bad:
+        raise PipelineError(f"{where}: {what} {name!r} holds a line break or control character "
+                            f"({ascii(bad[0])}); rename it")
+    return name
+
+
+def sort_names(names) -> list:
+    """Class order: by name, numerically when every name is an integer (2 before 10)."""
+    names = list(names)
+    if names and all(n.strip().lstrip("-").isdigit() and n.isascii() for n in names):
+        return sorted(names, key=lambda n: (int(n), n))
+    return sorted(names)
+
+
+def path_key(rel: str | Path) -> tuple:
+    """The order of files within a class: by path components (a folder's files before the next name)."""
+    return Path(rel).parts
 
 
 def source_path(arg: str) -> Path:
@@ -113,7 +156,11 @@ def identity(data_cfg) -> dict:
         if not value:
             continue
         kind, arg = parse(value)
-        if kind in ("idx", "folder"):
+        if kind == "csv":
+            from pipeline.sources.csv import identity as csv_identity
+
+            out[key] = csv_identity(arg)
+        elif kind in ("idx", "folder"):
             root = source_path(arg)
             listing = sorted((str(p.relative_to(root)), st.st_size, int(st.st_mtime))
                              for p, st in ((p, p.stat()) for p in root.rglob("*") if p.is_file())
