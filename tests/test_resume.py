@@ -67,14 +67,14 @@ def test_sigkill_after_first_checkpoint_then_rerun_resumes(prepared, tmp_path):
     _check_schedule_continued(rows, _cfg(*extra), run_dir)
 
 
-def _check_schedule_continued(rows, cfg, run_dir):
+def _check_schedule_continued(rows, cfg, run_dir, first_epoch=0):
     """The learning rate after each epoch is the schedule at (epoch + 1) * steps: the optimizer's iteration
     count was restored, not reset to zero at the resume."""
     from pipeline import data, train
 
     steps = math.ceil(data.read_meta(run_dir / "data")["counts"]["train"] / cfg.train.batch_size)
     schedule = train.learning_rate(cfg.train, steps)
-    expected = [float(schedule((e + 1) * steps)) for e in range(len(rows))]
+    expected = [float(schedule((e + 1) * steps)) for e in range(first_epoch, first_epoch + len(rows))]
     np.testing.assert_allclose([float(r["learning_rate"]) for r in rows], expected, rtol=1e-5)
 
 
@@ -175,3 +175,73 @@ def test_multiworker_job_killed_then_restarted_resumes_from_the_chiefs_checkpoin
     for log in logs:
         assert f"resumed_from_epoch: {done}" in log.read_text()
     assert [int(r["epoch"]) for r in history(run_dir)] == list(range(EPOCHS))
+
+
+def _kill_after_first_checkpoint(args, tmp_path, run_dir) -> int:
+    proc = start(args, tmp_path, tmp_path / "killed.log")
+    try:
+        _wait_for(run_dir / "train" / "checkpoint" / "state.json", proc)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    done = artifacts.read_json(run_dir / "train" / "checkpoint" / "state.json")["epoch"]
+    assert 1 <= done < 4, "the kill must land mid-training"
+    return done
+
+
+def test_presentation_keys_and_more_epochs_keep_the_checkpoint(prepared, tmp_path):
+    """train.verbose, data.shard_size and a larger train.epochs continue the checkpoint, schedule stretched."""
+    run_dir = copy_prepared(prepared, tmp_path / "runs")
+    done = _kill_after_first_checkpoint(cli_args("train", tmp_path / "runs", "train.epochs=4",
+                                                 "train.patience=100"), tmp_path, run_dir)
+    more = ("train.epochs=6", "train.patience=100", "train.verbose=1", "data.shard_size=500")
+    output = run(cli_args("run", tmp_path / "runs", *more) + ["--until", "train"], tmp_path, tmp_path / "more.log")
+    assert f"resuming from epoch {done}" in output and "starts fresh" not in output
+    assert "train-00000-of-00003.tfrecord" in output  # ingest really ran again with the new shard size
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == list(range(6))
+    _check_schedule_continued(rows[done:], _cfg(*more), run_dir, first_epoch=done)
+
+
+def test_a_changed_training_key_starts_fresh_and_says_so(prepared, tmp_path):
+    run_dir = copy_prepared(prepared, tmp_path / "runs")
+    _kill_after_first_checkpoint(cli_args("train", tmp_path / "runs", "train.epochs=4", "train.patience=100"),
+                                 tmp_path, run_dir)
+    output = run(cli_args("train", tmp_path / "runs", "train.epochs=4", "train.patience=100",
+                          "train.learning_rate=0.002"), tmp_path, tmp_path / "fresh.log")
+    line = next(x for x in output.splitlines() if "starts fresh" in x)
+    assert "train.learning_rate" in line and "resuming" not in output
+    assert "Epoch 1/4" in output and [int(r["epoch"]) for r in history(run_dir)] == [0, 1, 2, 3]
+
+
+def test_a_disk_that_fills_during_training_is_one_line_and_keeps_the_last_checkpoint(prepared, tmp_path,
+                                                                                      monkeypatch):
+    import shutil as real_shutil
+
+    from conftest import invoke
+
+    run_dir = copy_prepared(prepared, tmp_path / "runs")
+    saves = []
+    usage = real_shutil.disk_usage
+
+    def filling_disk(path):
+        saves.append(path)
+        total, used, free = usage(path)
+        return type("Usage", (), {"total": total, "used": used, "free": free if len(saves) < 2 else 4096})()
+
+    monkeypatch.setattr(resume.shutil, "disk_usage", filling_disk)
+    args = ["train", "--config", DEFAULT_CONFIG, "--run", "r", "--runs-dir", tmp_path / "runs",
+            *sets("train.epochs=3", "train.patience=100", "train.verbose=0")]
+    result = invoke(args)
+    assert result.exit_code == 1, result.output
+    errors = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "not enough free disk space for the checkpoint" in errors[0], result.output
+    assert "4 KiB free" in errors[0] or "4096 B free" in errors[0] or "4.0 KiB free" in errors[0]
+    state = artifacts.read_json(run_dir / "train" / "checkpoint" / "state.json")
+    assert state["epoch"] == 1 and (run_dir / "train" / "checkpoint" / state["weights"]).is_file()
+    assert not (run_dir / "train" / "manifest.json").exists()
+    monkeypatch.setattr(resume.shutil, "disk_usage", usage)  # space freed: the same command continues
+    again = invoke(args)
+    assert again.exit_code == 0, again.output
+    assert "resuming from epoch 1" in again.output
+    assert [int(r["epoch"]) for r in history(run_dir)] == [0, 1, 2]
