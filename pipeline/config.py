@@ -118,6 +118,10 @@ class ExportConfig:
     golden_vectors: int = opt(8, "test inputs saved with their expected outputs for firmware tests", min=1)
     micro: bool = opt(True, "write the microcontroller bundle (C array, golden vectors, TFLM check)")
     dest: str = opt("exported", "folder the bundle is published under (<dest>/<run>/)")
+    metadata: bool = opt(True, "embed TFLite metadata (labels, input normalization, image properties) in "
+                               "each .tflite, as MediaPipe and TFLite Support read it")
+    rgb_input: bool = opt(False, "give a grayscale model an RGB input (luminance computed inside the file), "
+                                 "as camera frames arrive")
 
 
 SECTIONS = {

@@ -11,6 +11,7 @@ from pipeline.config import FORMATS
 
 FILE_NAMES = {fmt: f"model_{fmt}.tflite" for fmt in FORMATS}
 QUANTIZED = ("float16", "dynamic", "int8", "int16x8")
+LUMA = (0.299, 0.587, 0.114)  # RGB -> gray, as pipeline.imaging.to_channels and Pillow's convert("L")
 
 
 def representative_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -32,19 +33,30 @@ def representative_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(rng.permutation(picked)[:n])
 
 
-def convert(model, fmt: str, rep_images: np.ndarray | None = None, io_dtype: str = "int8") -> bytes:
+def convert(model, fmt: str, rep_images: np.ndarray | None = None, io_dtype: str = "int8",
+            rgb_input: bool = False) -> bytes:
     """Convert a Keras model taking raw pixels to TFLite bytes in mode ``fmt``.
 
     float32: no quantization. float16: float16 weights. dynamic: int8 weights, float activations.
     int8: every op int8, input/output ``io_dtype`` (int8, uint8, or float32 for a float interface around
     the int8 graph). int16x8: int16 activations, int8 weights.
+    ``rgb_input``: a grayscale model gets an RGB input, turned into luminance inside the file by a 1x1
+    convolution with the weights training used (pipeline.imaging.to_channels); a no-op for RGB models.
     """
     import tensorflow as tf
 
     shape = [1, *model.input_shape[1:]]
+    rgb = rgb_input and len(shape) == 4 and shape[-1] == 1
+    if rgb:
+        shape[-1] = 3
+        luma = tf.constant(np.array(LUMA, np.float32).reshape(1, 1, 3, 1))
+        if rep_images is not None and rep_images.shape[-1] == 1:
+            rep_images = np.repeat(rep_images, 3, axis=-1)
 
     @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="pixels")])
     def serve(pixels):
+        if rgb:
+            pixels = tf.nn.conv2d(pixels, luma, strides=1, padding="VALID")
         return model(pixels, training=False)
 
     # No trackable object: the converter then freezes the weights into constants (with Keras 3 models passing

@@ -30,9 +30,13 @@ def _convert_all(cfg, model, rep_images, x_test, y_test, ref_probs, class_names,
 
 def _convert_one(cfg, fmt, model, rep_images, x_test, y_test, ref_probs, class_names, staging: Path) -> dict:
     """Convert to one format, audit the file, write it to the staging folder and measure its parity."""
-    from pipeline import audit, edge
+    from pipeline import audit, edge, metadata
 
-    blob = export.convert(model, fmt, rep_images, cfg.export.io_dtype)
+    rgb = {"rgb_input": True} if cfg.export.rgb_input else {}  # the keyword only when asked for
+    blob = export.convert(model, fmt, rep_images, cfg.export.io_dtype, **rgb)
+    if cfg.export.metadata:  # before the audit, the write and the hash: the card describes the file on disk
+        blob = metadata.embed(blob, class_names, name=f"cnnpipe image classifier ({fmt})",
+                              description=f"{len(class_names)} classes, trained on {cfg.data.source}")
     check = audit.audit(blob, fmt, io_dtype=cfg.export.io_dtype if fmt == "int8" else None,
                         name=export.FILE_NAMES[fmt])
     path = artifacts.write_bytes(staging / export.FILE_NAMES[fmt], blob)
@@ -40,6 +44,7 @@ def _convert_one(cfg, fmt, model, rep_images, x_test, y_test, ref_probs, class_n
     probs = runner.predict(x_test)
     return {"file": path.name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
             "input": runner.input, "output": runner.output, "ops": check["ops"],
+            "metadata": cfg.export.metadata,
             "parity": export.parity(ref_probs, probs, y_test, class_names)}
 
 
@@ -86,6 +91,8 @@ def export_run(cfg, run_dir: Path, model_path: Path, data_dir: Path, out: Path, 
     ref_probs = model.predict(x_test.astype(np.float32), batch_size=256, verbose=0)
     keras_acc = float((ref_probs.argmax(1) == y_test).mean())
     rep_idx = export.representative_sample(y_train, cfg.export.representative_samples, cfg.data.seed)
+    if cfg.export.rgb_input and meta["image_shape"][-1] == 1:  # the files take RGB (luminance inside)
+        x_test, meta = np.repeat(x_test, 3, axis=-1), {**meta, "image_shape": [*meta["image_shape"][:2], 3]}
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging-", dir=dest.parent))  # ours alone
@@ -133,9 +140,9 @@ def _bundle_extras(cfg, card: dict, files: dict, staging: Path, x_test, y_test) 
     from pipeline import bundle
 
     if cfg.export.micro and "int8" in files:
-        from pipeline import micro
+        from pipeline import metadata, micro
 
-        blob = (staging / files["int8"]["file"]).read_bytes()
+        blob = metadata.strip((staging / files["int8"]["file"]).read_bytes())  # flash holds no labels
         idx = export.representative_sample(y_test, cfg.export.golden_vectors, cfg.data.seed)
         card["micro"] = micro.write_bundle(blob, x_test[idx], y_test[idx], card["class_names"],
                                            staging / "micro", cfg.export.golden_vectors)
