@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,10 @@ from pipeline.errors import ConfigError
 
 
 FORMATS = ("float32", "float16", "dynamic", "int8", "int16x8")  # TFLite export modes
+FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+SEED_KEYS = ("data.seed", "model.seed", "train.seed")
+SEED_MAX = 2**32 - 1  # numpy, TensorFlow and Keras take 32-bit seeds
+SQUARE_KEYS = ("data.image_size",)  # a single number n means [n, n]
 
 
 def opt(default, help: str, *, choices=None, min=None, max=None):
@@ -166,6 +171,8 @@ def _coerce(key: str, value: Any, tp, meta: dict):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         out = value
     elif tp is float:
+        if isinstance(value, str) and FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         out = float(value)
@@ -218,6 +225,27 @@ def _check_lists(cfg: Config) -> None:
         raise ConfigError(f"export.formats: {bad or '[]'} not in {', '.join(FORMATS)}")
     if not cfg.data.source.strip():
         raise ConfigError("data.source: must not be empty")
+    _check_sources(cfg.data)
+    for key in SEED_KEYS:
+        section, name = key.split(".")
+        seed = getattr(getattr(cfg, section), name)
+        if seed > SEED_MAX:
+            raise ConfigError(f"{key}: {seed} is above the maximum {SEED_MAX} (seeds are 32-bit)")
+    if not cfg.export.dest.strip():
+        raise ConfigError("export.dest: must not be empty (the folder bundles are published under, "
+                          "e.g. exported)")
+
+
+def _check_sources(data: DataConfig) -> None:
+    """data.source and data.fallback name a known source kind with its argument, whichever stage runs."""
+    from pipeline.sources import parse
+
+    parse(data.source)
+    if data.fallback.strip():
+        try:
+            parse(data.fallback)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("data.source:", "data.fallback:", 1)) from None
 
 
 def from_dict(raw: dict | None) -> Config:
@@ -238,6 +266,8 @@ def from_dict(raw: dict | None) -> Config:
             if key not in fields:
                 raise ConfigError(f"{name}.{key}: unknown key (known: {', '.join(fields)})")
             tp, meta = fields[key]
+            if f"{name}.{key}" in SQUARE_KEYS and isinstance(value, int) and not isinstance(value, bool):
+                value = [value, value]
             clean[key] = _coerce(f"{name}.{key}", value, tp, meta)
         kwargs[name] = SECTIONS[name](**clean)
     cfg = Config(**kwargs)

@@ -97,3 +97,75 @@ def test_override_does_not_hide_a_bad_section_in_the_file(tmp_path):
     path.write_text("data: 5\n")
     with pytest.raises(ConfigError, match="data: expected a mapping of keys"):
         config.load(path, ["data.seed=1"])
+
+
+# ---- hostile inputs: YAML 1.1 floats, scalar sizes, 32-bit seeds, keys no stage reads, empty dest -------
+@pytest.mark.parametrize("text, expected", [("1e-3", 0.001), ("5E-4", 0.0005), ("-2.5e+1", -25.0),
+                                            ("3e2", 300.0)])
+def test_exponent_without_a_dot_is_a_float_in_yaml_and_in_set(tmp_path, text, expected):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"train:\n  weight_decay: 0.5\nexport:\n  max_accuracy_drop: {text}\n")
+    if not 0 <= expected <= 100:
+        with pytest.raises(ConfigError, match="export.max_accuracy_drop: .* (below|above)"):
+            config.load(path)
+        return
+    cfg = config.load(path, [f"train.learning_rate={text}"])
+    assert cfg.export.max_accuracy_drop == expected and isinstance(cfg.export.max_accuracy_drop, float)
+    assert cfg.train.learning_rate == expected and isinstance(cfg.train.learning_rate, float)
+
+
+def test_exponent_text_stays_an_error_for_int_and_str_keys():
+    with pytest.raises(ConfigError, match="train.epochs: expected an integer, got '1e3'"):
+        config.load(None, ["train.epochs=1e3"])
+    assert config.load(None, ["data.tfds_dir=1e3"]).data.tfds_dir == "1e3"
+    with pytest.raises(ConfigError, match="train.learning_rate: expected a number, got '1e-'"):
+        config.load(None, ["train.learning_rate=1e-"])
+
+
+def test_scalar_image_size_means_a_square(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  image_size: 28\n")
+    assert config.load(path).data.image_size == [28, 28]
+    assert config.load(None, ["data.image_size=16"]).data.image_size == [16, 16]
+    assert config.load(None, ["data.image_size=[12, 20]"]).data.image_size == [12, 20]
+    for bad in ("0", "-3", "true"):
+        with pytest.raises(ConfigError, match="data.image_size"):
+            config.load(None, [f"data.image_size={bad}"])
+
+
+@pytest.mark.parametrize("key", ["data.seed", "model.seed", "train.seed"])
+def test_seed_must_fit_32_bits(key):
+    assert getattr(getattr(config.load(None, [f"{key}=4294967295"]), key.split(".")[0]), "seed") == 2**32 - 1
+    with pytest.raises(ConfigError, match=f"^{key}: 4294967296 is above the maximum 4294967295 "):
+        config.load(None, [f"{key}=4294967296"])
+    with pytest.raises(ConfigError, match=f"^{key}: {10**30} is above the maximum 4294967295 "):
+        config.load(None, [f"{key}={10**30}"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.source=nosuchdataset", "data.source: unknown source 'nosuchdataset'"),
+    ("data.source=tfds:", "data.source: tfds: needs an argument"),
+    ("data.fallback=nosuch:dir", "data.fallback: unknown source 'nosuch:dir'"),
+    ("data.fallback=idx:", "data.fallback: idx: needs an argument"),
+    ("export.dest=", "export.dest: must not be empty"),
+    ("export.dest='   '", "export.dest: must not be empty"),
+])
+def test_keys_are_validated_at_load_whichever_stage_reads_them(override, message):
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        config.load(None, [override])
+    assert config.load(None, ["data.fallback=idx:/usr/share/datasets/fashion-mnist"]).data.fallback
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--set", "data.source=nosuchdataset"], "data.source: unknown source 'nosuchdataset'"),
+    (["export", "--set", "data.fallback=nope:x"], "data.fallback: unknown source 'nope:x'"),
+    (["evaluate", "--set", "export.dest= "], "export.dest: must not be empty"),
+    (["build", "--set", "train.seed=4294967296"], "train.seed: 4294967296 is above the maximum 4294967295"),
+    (["train", "--set", "train.learning_rate=1e-x"], "train.learning_rate: expected a number, got '1e-x'"),
+])
+def test_cli_validates_keys_the_stage_does_not_read(workdir, args, needle):
+    result = invoke([*args, "--config", DEFAULT_CONFIG, "--run", "r"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {needle}") and "Traceback" not in result.output
+    assert not (workdir / "runs").exists() and not (workdir / "exported").exists()
