@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import select
 import sys
 
 import click
@@ -12,7 +13,7 @@ import click
 # command name -> (module under tasks/, attribute, one-line help shown by `cnnpipe --help`)
 COMMANDS = {
     "ingest": ("stages", "ingest", "Load the data source, check it, split it and write TFRecord shards."),
-    "build": ("stages", "build", "Build the untrained Keras model from model.* keys."),
+    "build": ("build", "build", "Build the model from model.* keys and print its summary (--show-spec)."),
     "train": ("stages", "train", "Train the model (resumes an interrupted run)."),
     "evaluate": ("stages", "evaluate", "Evaluate on the test split: metrics.json and a confusion matrix."),
     "export": ("stages", "export", "Convert to TFLite, check parity, publish exported/<run>/."),
@@ -22,6 +23,8 @@ COMMANDS = {
     "predict": ("predict", "predict", "Classify images with a .tflite model (no TensorFlow needed)."),
     "bench": ("predict", "bench", "Time a .tflite model at batch 1 (no TensorFlow needed)."),
     "config": ("stages", "show_config", "Print every config key with its value, type and meaning."),
+    "runs": ("runs", "runs", "List every run: model, accuracy, int8 size, arena, state (complete, stale, ...)."),
+    "compare": ("runs", "compare", "Show two runs side by side: differing config keys and their figures."),
 }
 
 
@@ -45,6 +48,10 @@ class LazyGroup(click.Group):
 
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            if not _output_closed():
+                raise
+            sys.exit(0)
         except PipelineError as exc:
             click.secho(f"error: {exc}", err=True, fg="red")
             sys.exit(exc.exit_code)
@@ -68,8 +75,36 @@ def cli():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _output_closed() -> bool:
+    """True when the reader of stdout or stderr went away (``cnnpipe config | head``): the rest of the output
+    goes to /dev/null, so exiting flushes nothing into a closed pipe and prints no BrokenPipeError."""
+    closed = False
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+            poll = select.poll()
+            poll.register(fd, select.POLLOUT)
+            events = [event for _, event in poll.poll(0)]
+        except (AttributeError, OSError, ValueError):  # not a real file (tests' in-memory streams)
+            continue
+        if any(event & (select.POLLERR | select.POLLHUP) for event in events):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+            closed = True
+    return closed
+
+
 def main():
-    cli(prog_name="cnnpipe")
+    from pipeline import quiet
+
+    quiet.install()
+    try:
+        cli(prog_name="cnnpipe")
+    except BrokenPipeError:
+        if not _output_closed():
+            raise
+        sys.exit(0)
 
 
 if __name__ == "__main__":  # pragma: no cover
