@@ -2,8 +2,8 @@
 
 Ingest writes ``runs/<run>/data/<split>-NNNNN-of-NNNNN.tfrecord`` holding raw uint8 pixels (never re-encoded),
 ``classes.json`` (class names, image shape, split sizes) and ``preflight.json``. Later stages read the shards
-as streams (:func:`split_dataset`, :func:`read_labels`, :func:`take`); nothing decodes the original files again,
-and a whole split is loaded (:func:`load_split`) or cached in memory only when it fits a budget.
+as streams (:func:`split_dataset`, :func:`read_labels`, :func:`take`); nothing decodes the original files
+again, and a whole split is loaded (:func:`load_split`) or cached in memory only when it fits a budget.
 
 A split depends only on each item's class and its rank within the class (file path for files, position for
 arrays) and the seed: the same images split the same way whichever source lists them.
@@ -43,7 +43,7 @@ def _stratified_cut(labels: np.ndarray, fraction: float, rng: np.random.Generato
 
 
 def split_indices(labels: dict, data_cfg) -> dict:
-    """``{"train", "val", "test"}`` -> indices into the source's items, the source splits concatenated in order.
+    """``{"train", "val", "test"}`` -> indices into the source's items (its splits concatenated in order).
 
     ``labels`` maps the source's split names (``train``, ``val``, ``test`` or ``all``) to int labels. The
     source's own splits are kept when ``data.use_source_splits`` is true; otherwise everything is pooled and
@@ -105,7 +105,8 @@ def _example(image: np.ndarray, label: int) -> bytes:
     import tensorflow as tf
 
     return tf.train.Example(features=tf.train.Features(feature={
-        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(image).tobytes()])),
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[np.ascontiguousarray(image).tobytes()])),
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
     })).SerializeToString(deterministic=True)
 
@@ -244,7 +245,7 @@ def read_labels(data_dir: Path, name: str) -> np.ndarray:
 
 
 def take(data_dir: Path, name: str, indices, meta: dict | None = None) -> np.ndarray:
-    """Images at ``indices`` (record order, as :func:`read_labels`), streamed: only those are decoded and kept.
+    """Images at ``indices`` (record order, as :func:`read_labels`), streamed: only those are decoded, kept.
 
     Returns uint8 [len(indices), H, W, C] in the order of ``indices``.
     """
@@ -344,7 +345,8 @@ def train_dataset(data_dir: Path, meta: dict, batch_size: int, seed: int, augmen
     k = len(meta["class_names"])
     mode = cache_mode(meta, cache)
     ds = _cached(split_dataset(data_dir, "train", meta), mode, data_dir, cache_dir, "train")
-    ds = ds.shuffle(shuffle_size(meta, shuffle_bytes, shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
+    buffer = shuffle_size(meta, shuffle_bytes, shuffle_buffer)
+    ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(_to_float(k), num_parallel_calls=tf.data.AUTOTUNE)
     if augment_fn is not None:
         ds = ds.map(augment_fn, num_parallel_calls=tf.data.AUTOTUNE)

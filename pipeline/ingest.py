@@ -90,7 +90,8 @@ def _file_stream(src, plan: dict, data_cfg, workers: int, worker_peak: list):
     opts = types.SimpleNamespace(channels=data_cfg.channels, image_size=list(data_cfg.image_size),
                                  resize=data_cfg.resize)
     item = int(np.prod(data_cfg.image_size)) * data_cfg.channels if data_cfg.image_size else None
-    jobs = ((name, index, list(data.gather(src.splits, index))) for name, index in _jobs(plan, _chunk_size(item)))
+    jobs = ((name, index, list(data.gather(src.splits, index)))
+            for name, index in _jobs(plan, _chunk_size(item)))
     if workers <= 1:
         for name, index, paths in jobs:
             yield name, index, _decode_chunk(paths, opts)[0]
@@ -110,6 +111,7 @@ def _file_stream(src, plan: dict, data_cfg, workers: int, worker_peak: list):
 
 
 def _clear(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     for old in [out / "classes.json", out / "preflight.json", *out.glob("*.tfrecord"),
                 *out.glob(".*.tfrecord.tmp")]:
         old.unlink(missing_ok=True)
@@ -145,7 +147,8 @@ class _Writer:
                 self.shape = image.shape
             elif image.shape != self.shape:
                 raise PipelineError(
-                    f"data.source {self.data_cfg.source}: images differ in size ({self.shape[0]}x{self.shape[1]} "
+                    f"data.source {self.data_cfg.source}: images differ in size "
+                    f"({self.shape[0]}x{self.shape[1]} "
                     f"and {image.shape[0]}x{image.shape[1]}: {_path_of(self.src, gi)}); "
                     "set data.image_size: [height, width]")
             label = int(self.labels[gi])
@@ -158,8 +161,8 @@ class _Writer:
 
     def finish(self) -> tuple[list, dict]:
         """Check what was written, rename the shards into place; (shard paths, preflight report)."""
-        readable = np.bincount(np.concatenate([np.asarray(v, np.int64) for v in self.checker.labels.values()]
-                                              or [np.zeros(0, np.int64)]), minlength=len(self.src.class_names))
+        seen = [np.asarray(v, np.int64) for v in self.checker.labels.values()] or [np.zeros(0, np.int64)]
+        readable = np.bincount(np.concatenate(seen), minlength=len(self.src.class_names))
         dead = [i for i, c in enumerate(readable) if c == 0]
         if dead:
             first = self.first_skip.get(dead[0], {"path": "?", "reason": "?"})

@@ -142,12 +142,13 @@ class Checker:
             raise PipelineError("preflight: no splits to check")
         for split, n in self.removed.items():
             if n and not self.kept.get(split):
-                raise PipelineError(f"data.dedupe: every image of the {split} split duplicates an earlier one; "
-                                    "the split would be empty")
+                raise PipelineError(f"data.dedupe: every image of the {split} split duplicates an earlier "
+                                    "one; the split would be empty")
         labels = {s: np.asarray(v, np.int64) for s, v in self.labels.items()}
         report = {
             "classes": len(self.class_names),
-            "splits": {s: _split_stats(np.asarray(v, np.int64), self.class_names) for s, v in self.kept.items()},
+            "splits": {s: _split_stats(np.asarray(v, np.int64), self.class_names)
+                       for s, v in self.kept.items()},
             "image": self._image_stats(),
             "skipped": {"count": len(skipped), "by_extension": by_extension(f["path"] for f in skipped),
                         "files": list(skipped)},

@@ -1,6 +1,6 @@
 """Data sources. ``load(cfg.data)`` returns a :class:`SourceData`: int labels with, per split, either uint8
-NHWC images (``digits``, ``tfds:``, ``idx:``) or the paths of image files that ingest decodes as it streams them
-to the shards (``folder:``, ``csv:``).
+NHWC images (``digits``, ``tfds:``, ``idx:``) or the paths of image files that ingest decodes as it streams
+them to the shards (``folder:``, ``csv:``).
 
 A source is named by ``data.source``: ``digits``, ``tfds:<name>``, ``idx:<dir>``, ``folder:<dir>`` or
 ``csv:<file>``. Array sources return images already conformed to ``data.channels`` and ``data.image_size``.

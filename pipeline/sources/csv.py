@@ -67,10 +67,12 @@ def rows(path: Path, where: str) -> list:
             first = False
             if header is not None:  # only the first non-blank row may name the columns
                 unknown = [h for h in header if h not in COLUMNS]
-                if unknown or len(set(header)) != len(header) or len(header) != 2:
-                    bad = unknown[0] if unknown else ",".join(header)
-                    raise PipelineError(f"{where}: row {n}: unknown column {bad!r} in the header "
+                if unknown:
+                    raise PipelineError(f"{where}: row {n}: unknown column {unknown[0]!r} in the header "
                                         "(the columns are path,label)")
+                if sorted(header) != sorted(COLUMNS):
+                    raise PipelineError(f"{where}: row {n}: the header names {','.join(header)}; "
+                                        "expected path,label")
                 order = header
                 continue
             if len(fields) != 2:

@@ -15,8 +15,8 @@ Listing only: files ending in .jpg, .jpeg, .png, .bmp, .gif, .webp, .tif or .tif
 folders of a class) are images; hidden files are skipped; other files are formats Pillow does not read and are
 counted by extension (``preflight.json``). Ingest decodes the listed files in worker processes with
 :func:`decode` (grayscale, RGB and RGBA converted to ``data.channels``, RGBA composited on black, GIF: first
-frame) and resizes them with :func:`pipeline.imaging.resize_one` by ``data.resize``. With ``image_size: []`` all
-images must already share one size.
+frame) and resizes them with :func:`pipeline.imaging.resize_one` by ``data.resize``. With ``image_size: []``
+all images must already share one size.
 
 Policies:
 
@@ -176,7 +176,8 @@ def load_folder(arg: str, data_cfg) -> SourceData:
     if ignored:
         summary = ignored_summary(ignored)
         exts = ", ".join(f"{e or '(none)'} {n}" for e, n in summary["by_extension"].items())
-        notes.append(f"folder:{root}: {len(ignored)} file(s) in formats Pillow does not read ignored ({exts})")
+        notes.append(f"folder:{root}: {len(ignored)} file(s) in formats Pillow does not read ignored "
+                     f"({exts})")
     counts = ", ".join(f"{len(v[1]):,} {k}" for k, v in splits.items() if k != "all")
     counts = counts or f"{len(splits['all'][1]):,}"
     return SourceData(splits=splits, class_names=classes, notes=notes, files=True,
