@@ -68,18 +68,35 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    preset: str = opt("small", "small (conv blocks below) | lenet5 | resnet8 | conv1d (sequences)",
-                      choices=["small", "lenet5", "resnet8", "conv1d"])
+    preset: str = opt("small", "small (conv blocks below) | lenet5 | resnet8 | ds_cnn | mobilenet | conv1d "
+                      "(sequences); cnnpipe build --show-spec prints it as model.layers",
+                      choices=["small", "lenet5", "resnet8", "ds_cnn", "mobilenet", "conv1d"])
+    layers: list = opt([], "the layer spec: a list of blocks ({conv: {filters: 16}}, {bn: {}}, ...); replaces "
+                       "the preset when given (docs/models.md)")
     filters: list = opt([32, 64], "filters of each conv block (small / conv1d presets)")
-    kernel_size: int = opt(3, "convolution kernel size", min=1, max=15)
-    strides: int = opt(1, "convolution stride", min=1, max=4)
-    padding: str = opt("same", "convolution padding", choices=["same", "valid"])
-    pool_size: int = opt(2, "max-pool size after each block (1 disables)", min=1, max=4)
-    batch_norm: bool = opt(True, "batch normalization after each convolution")
-    dropout: float = opt(0.25, "dropout before each dense layer", min=0, max=0.9)
-    dense: list = opt([128], "units of the hidden dense layers of the head")
-    base_model: str = opt("", "transfer learning: path to a trained .keras model whose final layer is replaced")
-    freeze_base: bool = opt(True, "transfer learning: keep the base model's weights frozen")
+    kernel_size: int = opt(3, "convolution kernel size (small / conv1d)", min=1, max=15)
+    strides: int = opt(1, "convolution stride (small / conv1d)", min=1, max=4)
+    padding: str = opt("same", "convolution padding (small / conv1d)", choices=["same", "valid"])
+    pool_size: int = opt(2, "max-pool size after each block, 1 disables (small / conv1d)", min=1, max=4)
+    batch_norm: bool = opt(True, "batch normalization after each convolution (small / conv1d)")
+    dropout: float = opt(0.25, "dropout before each dense layer (small / conv1d; backbone head)", min=0, max=0.9)
+    dense: list = opt([128], "units of the hidden dense layers of the head (small / conv1d)")
+    width: float = opt(1.0, "width multiplier of the filters (mobilenet, ds_cnn, backbone)", min=0.05, max=4)
+    initializer: str = opt("glorot_uniform", "initializer of conv and dense kernels",
+                           choices=["glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal",
+                                    "lecun_uniform"])
+    l2: float = opt(0.0, "L2 weight regularization of conv and dense kernels", min=0, max=1)
+    budget: dict = opt({}, "device budget {flash_kb: N, ram_kb: N}: build stops when the estimated int8 file / "
+                       "tensor arena exceeds it, export when the measured one does")
+    base_model: str = opt("", "transfer learning: a trained .keras file or an earlier run name whose final "
+                          "layer is replaced")
+    backbone: str = opt("", "transfer learning: a keras.applications backbone (needs model.backbone_weights)",
+                        choices=["", "mobilenet_v2", "mobilenet_v3_small"])
+    backbone_weights: str = opt("", "local .weights.h5 file of the backbone (nothing is downloaded)")
+    freeze_base: bool = opt(True, "transfer learning: train the new head with the base frozen first")
+    unfreeze_from: str = field(default="", metadata={  # a layer name, or an index written as a number
+        "help": "fine-tuning: unfreeze the base from this layer name or index ('' = all)",
+        "choices": None, "min": None, "max": None, "int_ok": True})
     seed: int = opt(42, "seed of weight initialization", min=0)
 
 
@@ -91,6 +108,9 @@ class TrainConfig:
     schedule: str = opt("cosine", "learning-rate schedule", choices=["cosine", "constant"])
     warmup_epochs: int = opt(1, "linear warm-up epochs before the schedule", min=0)
     weight_decay: float = opt(0.0, "decoupled weight decay (AdamW when > 0)", min=0, max=1)
+    finetune_epochs: int = opt(0, "transfer learning: epochs of fine-tuning after the head's train.epochs "
+                               "(0: head only)", min=0, max=10000)
+    finetune_lr: float = opt(0.0001, "transfer learning: peak learning rate of fine-tuning", min=1e-9, max=10)
     label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy", min=0, max=0.5)
     patience: int = opt(6, "early stopping: epochs without val-loss improvement", min=1)
     seed: int = opt(42, "seed of shuffling and augmentation", min=0)
@@ -182,6 +202,8 @@ def _coerce(key: str, value: Any, tp, meta: dict):
         choices = meta.get("choices") or []
         if isinstance(value, bool) and "on" in choices:  # YAML reads a bare on/off as true/false
             value = "on" if value else "off"
+        if meta.get("int_ok") and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         out = value
@@ -190,6 +212,17 @@ def _coerce(key: str, value: Any, tp, meta: dict):
             value = [value]
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
+        out = value
+    elif tp is dict:
+        if isinstance(value, str):  # --set section.key='{a: 1}' arrives as text
+            try:
+                value = yaml.safe_load(value) if value.strip() else {}
+            except yaml.YAMLError:
+                pass
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         out = value
     else:  # pragma: no cover - every field uses one of the types above
         raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
@@ -218,8 +251,9 @@ def _check_lists(cfg: Config) -> None:
     for key, values in (("model.filters", cfg.model.filters), ("model.dense", cfg.model.dense)):
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
             raise ConfigError(f"{key}: expected a list of positive integers, got {values!r}")
-    if not cfg.model.filters and cfg.model.preset in ("small", "conv1d"):
+    if not cfg.model.filters and cfg.model.preset in ("small", "conv1d") and not cfg.model.layers:
         raise ConfigError("model.filters: needs at least one conv block")
+    _check_model(cfg.model)
     bad = [f for f in cfg.export.formats if f not in FORMATS]
     if bad or not cfg.export.formats:
         raise ConfigError(f"export.formats: {bad or '[]'} not in {', '.join(FORMATS)}")
@@ -246,6 +280,21 @@ def _check_sources(data: DataConfig) -> None:
             parse(data.fallback)
         except ConfigError as exc:
             raise ConfigError(str(exc).replace("data.source:", "data.fallback:", 1)) from None
+
+
+def _check_model(m: ModelConfig) -> None:
+    """model.layers (names, keys, values of each block), model.budget and the transfer keys."""
+    from pipeline.models import spec
+
+    if m.layers:
+        spec.normalize(m.layers, "model.layers")
+    for key, value in m.budget.items():
+        if key not in ("flash_kb", "ram_kb"):
+            raise ConfigError(f"model.budget.{key}: unknown key (known: flash_kb, ram_kb)")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ConfigError(f"model.budget.{key}: expected a positive number of KB, got {value!r}")
+    if m.base_model and m.backbone:
+        raise ConfigError("model.backbone: set either model.base_model or model.backbone, not both")
 
 
 def from_dict(raw: dict | None) -> Config:

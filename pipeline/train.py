@@ -1,6 +1,11 @@
 """Compile and fit: Adam (AdamW with weight decay) on a warm-up + cosine schedule, early stopping on
 validation loss with the best weights kept, ``history.csv``, TensorBoard logs and a line per epoch.
 
+A transfer model (a frozen base under a new class layer) trains in two phases: the head for ``train.epochs``,
+then, when ``train.finetune_epochs`` > 0, the base unfrozen from ``model.unfreeze_from`` (batch norm stays frozen)
+at ``train.finetune_lr``. Each phase checkpoints its own state (``checkpoint/`` and ``checkpoint/finetune/``), so
+a kill in either phase resumes where it stopped.
+
 Training resumes from the last completed epoch after a kill (:mod:`pipeline.resume`), runs under the
 ``tf.distribute`` strategy that ``train.strategy`` picks (:mod:`pipeline.strategy`) with ``train.batch_size``
 as the global batch, in ``mixed_float16`` where configured; the saved ``model.keras`` is always float32.
@@ -100,7 +105,7 @@ def discard_checkpoint(out_dir: Path) -> None:
     resume.Checkpoint(Path(out_dir) / "checkpoint", "").clear()
 
 
-def training_model(model_path: Path, meta: dict, cfg, policy: str):
+def training_model(model_path: Path, meta: dict, cfg, policy: str, runs_root: Path | str = "runs"):
     """The model to train: the built float32 model, or the same architecture rebuilt under the mixed
     policy (the softmax stays float32) with the built model's weights copied in."""
     import keras
@@ -113,7 +118,7 @@ def training_model(model_path: Path, meta: dict, cfg, policy: str):
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]))
+        model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]), runs_root)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     try:
@@ -159,12 +164,14 @@ def fit(model_path: Path, data_dir: Path, cfg, out_dir: Path, resume_key: str | 
     resumed_from = state.epoch if state else None
     with strategy.scope():
         steps = math.ceil(meta["counts"]["train"] / tc.batch_size)
-        model = compile_model(training_model(model_path, meta, cfg, policy), tc, steps)
+        model = compile_model(training_model(model_path, meta, cfg, policy, Path(data_dir).parent.parent), tc,
+                              steps)
         if state is not None:
             ckpt.restore(model, state)
     state = state or resume.State(key)
     best = ckpt.best_weights(state)
     keras.utils.set_random_seed(tc.seed)  # again: rebuilding a mixed-precision model reseeds
+    train_ds = val_ds = None
     if not state.finished(tc.epochs):
         train_ds, val_ds = datasets(data_dir, meta, cfg, strategy)
         strategies.local_symbolic_build(model, strategy)
@@ -172,9 +179,64 @@ def fit(model_path: Path, data_dir: Path, cfg, out_dir: Path, resume_key: str | 
                   callbacks=callbacks(out_dir, tc, ckpt, state, best), verbose=tc.verbose, shuffle=False)
     elif best is not None:
         model.set_weights(best)  # it had finished before the kill: what early stopping restores at the end
+    finetune = None
+    if tc.finetune_epochs > 0 and _frozen_base(model):
+        head_epochs = len(state.history)
+        state, resumed_ft = finetune_phase(model, ckpt, state, steps, strategy, cfg, out_dir,
+                                           lambda: (train_ds, val_ds) if train_ds is not None
+                                           else datasets(data_dir, meta, cfg, strategy))
+        finetune = {"head_epochs": head_epochs, "finetune_epochs": len(state.history) - head_epochs,
+                    "unfreeze_from": cfg.model.unfreeze_from or 0}
+        resumed_from = resumed_from if resumed_ft is None else resumed_ft
     save_model(float32_copy(model, model_path), out_dir / "model.keras")
     resume.write_history(out_dir / "history.csv", state.history)
-    return summarize(state, resumed_from, strategy, cfg)
+    summary = summarize(state, resumed_from, strategy, cfg)
+    if finetune is not None:
+        summary["transfer"] = finetune
+        summary["manifest"]["transfer"] = finetune
+    return summary
+
+
+def _frozen_base(model) -> bool:
+    from pipeline.models import transfer
+
+    return transfer.frozen_base(model) is not None
+
+
+def finetune_phase(model, head_ckpt, head_state, steps: int, strategy, cfg, out_dir: Path, make_datasets):
+    """Fine-tune the base from ``model.unfreeze_from`` for ``train.finetune_epochs`` epochs at
+    ``train.finetune_lr``, after the head's epochs; returns (the combined state, the epoch it resumed from or
+    None). Its checkpoint lives in ``checkpoint/finetune/`` with the head's key, so a kill resumes here."""
+    import dataclasses
+
+    import keras
+
+    from pipeline import resume
+    from pipeline.models import transfer
+
+    tc = cfg.train
+    ft = dataclasses.replace(tc, learning_rate=tc.finetune_lr, epochs=tc.finetune_epochs, warmup_epochs=0)
+    key = f"{head_ckpt.key}/finetune"
+    ckpt = resume.Checkpoint(head_ckpt.read_dir / "finetune", key, head_ckpt.write_dir / "finetune")
+    state = resume_state(ckpt, strategy)
+    resumed_from = state.epoch if state else None
+    with strategy.scope():
+        transfer.unfreeze(model, cfg.model.unfreeze_from)
+        compile_model(model, ft, steps)
+        if state is not None:
+            ckpt.restore(model, state)
+    start = len(head_state.history)
+    state = state or resume.State(key, epoch=start, history=list(head_state.history))
+    best = ckpt.best_weights(state)
+    keras.utils.set_random_seed(tc.seed + 1)
+    total = start + tc.finetune_epochs
+    if not state.finished(total):
+        train_ds, val_ds = make_datasets()
+        model.fit(train_ds, validation_data=val_ds, epochs=total, initial_epoch=state.epoch,
+                  callbacks=callbacks(out_dir, ft, ckpt, state, best), verbose=tc.verbose, shuffle=False)
+    elif best is not None:
+        model.set_weights(best)
+    return state, resumed_from
 
 
 def resume_state(ckpt, strategy):

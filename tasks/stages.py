@@ -113,7 +113,6 @@ def _stage_command(stage: str, doc: str):
 
 ingest = _stage_command(
     "ingest", "Load data.source, run preflight checks, split (stratified, seeded) and write TFRecord shards.")
-build = _stage_command("build", "Build the untrained Keras model from the model.* keys (writes model/model.keras).")
 train = _stage_command(
     "train", "Train the model: Adam, LR schedule, early stopping, history.csv, TensorBoard logs.\n\n"
              "An interrupted run (killed at any moment) continues from its last completed epoch.")
