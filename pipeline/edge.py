@@ -1,15 +1,20 @@
 """Inference with LiteRT only: numpy + ai-edge-litert + Pillow, never TensorFlow.
 
-The same source runs in three places: the library (``EdgeModel``, ``predict_files``, ``bench``), the
-``cnnpipe predict`` / ``cnnpipe bench`` commands, and, inlined with ``pipeline/imaging.py`` by
-``pipeline.bundle.write_runtime``, as the self-contained ``predict.py`` of a published bundle on a device without TensorFlow.
-Printing happens only in ``main()``, the bundle's command line.
+The same source runs in three places: the library (``EdgeModel``, ``predict_each``, ``predict_files``,
+``bench``), the ``cnnpipe predict`` / ``cnnpipe bench`` commands, and, inlined with ``pipeline/imaging.py`` by
+``pipeline.bundle.write_runtime``, as the self-contained ``predict.py`` of a published bundle on a device
+without TensorFlow. Printing happens only in ``main()``, the bundle's command line; an image that cannot be
+read (missing, corrupt, a decompression bomb) is one ``error:`` line there, the other images still get their
+results, and the exit code is 1.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,11 +44,45 @@ def _read_model(model) -> tuple[str, bytes]:
     return name, content
 
 
+# LiteRT's C++ logger prints this once per process when the default (XNNPACK) delegate is first applied,
+# whatever TF_CPP_MIN_LOG_LEVEL says; it is the only line dropped from what the interpreter writes.
+DELEGATE_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+_notice_seen = False
+
+
+@contextlib.contextmanager
+def _delegate_notice_dropped():
+    """Capture file descriptor 2 while the first interpreter is made; write back all but DELEGATE_NOTICE."""
+    global _notice_seen
+    try:
+        sys.stderr.flush()
+        saved = None if _notice_seen else os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        saved = None
+    if saved is None:
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines = tmp.read().decode("utf-8", errors="replace").splitlines(keepends=True)
+            _notice_seen = _notice_seen or any(line.strip() == DELEGATE_NOTICE for line in lines)
+            kept = "".join(line for line in lines if line.strip() != DELEGATE_NOTICE)
+            if kept:
+                os.write(2, kept.encode("utf-8"))
+
+
 def _interpreter(name: str, content: bytes, num_threads=None, resolver=OpResolverType.AUTO) -> Interpreter:
     try:
-        interp = Interpreter(model_content=content, num_threads=num_threads,
-                             experimental_op_resolver_type=resolver)
-        interp.allocate_tensors()
+        with _delegate_notice_dropped():
+            interp = Interpreter(model_content=content, num_threads=num_threads,
+                                 experimental_op_resolver_type=resolver)
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or ["unknown error"])[0]
         raise PipelineError(f"{name}: LiteRT cannot load this model ({first})") from None
@@ -188,22 +227,36 @@ def _check_card(model: EdgeModel, model_path, card: dict) -> tuple[int, tuple, s
     return channels, size, spec.get("resize", "resize")
 
 
-def predict_files(model_path, image_paths, top_k: int = 3, card: dict | None = None,
-                  num_threads: int | None = None) -> list[list[tuple[str, float]]]:
-    """Top-k (label, score) per image file, each decoded and resized exactly as in training."""
+def predict_each(model_path, image_paths, top_k: int = 3, card: dict | None = None,
+                 num_threads: int | None = None):
+    """Yield ``(path, top-k [(label, score)], None)`` per image file, each decoded and resized exactly as in
+    training, or ``(path, None, one-line reason)`` for a file that cannot be read (missing, corrupt, a
+    decompression bomb), so one bad file does not stop the others. A bad model or card raises at once."""
     model = EdgeModel(model_path, num_threads)
     card = load_card(model_path) if card is None else card
     channels, size, policy = _check_card(model, model_path, card)
     names = class_names(model_path, card, model.num_classes)
-    results = []
     for path in image_paths:
         try:
             image = load_image(path, channels, size, policy)
-        except (OSError, ValueError) as exc:
-            raise PipelineError(f"{path}: cannot read image ({exc})") from None
+        except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, EOFError, ...
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            reason = (str(reason).strip().splitlines() or [type(exc).__name__])[0]
+            yield path, None, f"{path}: cannot read image ({reason})"
+            continue
         scores = model.predict(image[None])[0]
         best = np.argsort(-scores, kind="stable")[:max(1, top_k)]
-        results.append([(names[k], float(scores[k])) for k in best])
+        yield path, [(names[k], float(scores[k])) for k in best], None
+
+
+def predict_files(model_path, image_paths, top_k: int = 3, card: dict | None = None,
+                  num_threads: int | None = None) -> list[list[tuple[str, float]]]:
+    """Top-k (label, score) per image file; the first unreadable file raises a one-line PipelineError."""
+    results = []
+    for _, result, error in predict_each(model_path, image_paths, top_k, card, num_threads):
+        if error:
+            raise PipelineError(error)
+        results.append(result)
     return results
 
 
@@ -258,7 +311,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     if command == "predict":
         parser.add_argument("--top-k", type=int, default=3, help="labels shown per image")
-        parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF)")
+        parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF, WEBP, TIFF)")
     else:
         parser.add_argument("--runs", type=int, default=100, help="timed inferences")
         parser.add_argument("--warmup", type=int, default=10, help="untimed inferences first")
@@ -279,14 +332,19 @@ def _predict_cli(args) -> int:
     if not images:
         raise PipelineError("no image given")
     model = model or default_model(Path(__file__).resolve().parent)
-    results = predict_files(model, images, args.top_k, num_threads=args.threads)
+    rows, failed = [], 0
+    for path, result, error in predict_each(model, images, args.top_k, num_threads=args.threads):
+        if error:  # one line for the bad file; the others still get their results
+            failed += 1
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            rows.append({"image": path, "error": error})
+        elif args.json:
+            rows.append({"image": path, "top": [{"label": n, "score": s} for n, s in result]})
+        else:
+            print(f"{path}: " + ", ".join(f"{n} ({s:.3f})" for n, s in result), flush=True)
     if args.json:
-        print(json.dumps([{"image": p, "top": [{"label": n, "score": s} for n, s in r]}
-                          for p, r in zip(images, results)], indent=1))
-    else:
-        for path, result in zip(images, results):
-            print(f"{path}: " + ", ".join(f"{n} ({s:.3f})" for n, s in result))
-    return 0
+        print(json.dumps(rows, indent=1))
+    return 1 if failed else 0
 
 
 def _bench_cli(args) -> int:

@@ -5,10 +5,16 @@ decoded, converted and resized on the device exactly as it was for training.
 """
 from __future__ import annotations
 
+import re
+import warnings
+
 import numpy as np
 from PIL import Image, ImageOps
 
 RESAMPLE = Image.Resampling.BILINEAR
+# Largest image decoded, in pixels: Pillow's decompression-bomb threshold (about 89 million, a 9,500 px
+# square); a file declaring more is refused before any pixel is decoded.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -63,9 +69,10 @@ def conform(images: np.ndarray, channels: int, size, policy: str = "resize") -> 
 def decode_file(path, channels: int) -> np.ndarray:
     """Decode an image file (JPEG, PNG, BMP, GIF first frame) to [H, W, channels] uint8.
 
-    Raises ``OSError``/``ValueError`` (from Pillow) for unreadable files; callers report and skip them.
+    Raises ``OSError``/``ValueError`` for unreadable files, and ``ValueError`` for a file declaring more than
+    ``MAX_PIXELS`` pixels (a decompression bomb) before decoding it; callers report and skip them.
     """
-    with Image.open(path) as pil:
+    with _open_checked(path) as pil:
         pil.load()
         pil = ImageOps.exif_transpose(pil)  # phone photos: upright as a person sees them
         if pil.mode.startswith("I;16"):  # 16-bit grayscale: keep the high byte instead of clipping
@@ -79,6 +86,26 @@ def decode_file(path, channels: int) -> np.ndarray:
         else:
             array = np.asarray(pil.convert("RGB"), dtype=np.uint8)
     return to_channels(array, channels)
+
+
+def _open_checked(path) -> Image.Image:
+    """``Image.open`` that refuses a declared size above ``MAX_PIXELS`` with a ValueError (Pillow itself only
+    warns up to twice its limit and raises an error class that is neither OSError nor ValueError beyond)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            pil = Image.open(path)
+        except Image.DecompressionBombError as exc:  # "Image size (N pixels) exceeds limit of M pixels, ..."
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{int(found.group(1)):,} pixels" if found else "size"
+            raise ValueError(f"declared {size} is above the limit of {MAX_PIXELS:,} "
+                             "(a decompression bomb?)") from None
+    w, h = pil.size
+    if w * h > MAX_PIXELS:
+        pil.close()
+        raise ValueError(f"declared {w}x{h} = {w * h:,} pixels is above the limit of {MAX_PIXELS:,} "
+                         "(a decompression bomb?)")
+    return pil
 
 
 def load_image(path, channels: int, size, policy: str = "resize") -> np.ndarray:

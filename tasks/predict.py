@@ -1,8 +1,8 @@
 """``cnnpipe predict`` and ``cnnpipe bench``: a .tflite model run with LiteRT, no TensorFlow imported.
 
 Labels, input size, channels and resize policy come from ``model_card.json`` / ``labels.txt`` next to the
-model (else from the input tensor). A file that is not a model, or an unreadable image, ends with one line and
-exit 1.
+model (else from the input tensor). A file that is not a model ends with one line and exit 1; an unreadable
+image among several gets one ``error:`` line, the others their results, and the command exits 1 at the end.
 """
 from __future__ import annotations
 
@@ -17,25 +17,35 @@ THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
 
 @click.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("images", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
               help="Labels shown per image.")
 @THREADS
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def predict(model, images, top_k, threads, as_json):
-    """Classify IMAGE files with MODEL (.tflite): top-k labels with scores."""
+    """Classify IMAGE files with MODEL (.tflite): top-k labels with scores.
+
+    An image that cannot be read (missing, corrupt, a decompression bomb) gets one error line and the others
+    are still classified; the exit code is then 1.
+    """
     from pipeline import edge
 
-    results = edge.predict_files(model, [str(p) for p in images], top_k, num_threads=threads)
-    if as_json:
-        click.echo(json.dumps([{"image": str(p), "top": [{"label": n, "score": round(s, 6)} for n, s in r]}
-                               for p, r in zip(images, results)], indent=1))
-        return
     width = max(len(str(p)) for p in images)
-    for path, result in zip(images, results):
-        cells = "  ".join(f"{name} {score:.3f}" for name, score in result)
-        click.echo(f"{str(path):<{width}}  {click.style(result[0][0], bold=True)}  ({cells})")
+    rows, failed = [], 0
+    for path, result, error in edge.predict_each(model, [str(p) for p in images], top_k, num_threads=threads):
+        if error:
+            failed += 1
+            click.secho(f"error: {error}", err=True, fg="red")
+            rows.append({"image": path, "error": error})
+        elif as_json:
+            rows.append({"image": path, "top": [{"label": n, "score": round(s, 6)} for n, s in result]})
+        else:
+            cells = "  ".join(f"{name} {score:.3f}" for name, score in result)
+            click.echo(f"{path:<{width}}  {click.style(result[0][0], bold=True)}  ({cells})")
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+    if failed:
+        raise SystemExit(1)
 
 
 @click.command()

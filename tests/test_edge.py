@@ -204,3 +204,87 @@ def test_help(command):
 
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0 and "MODEL" in result.output and "--threads" in result.output
+
+
+# ---- hostile images: decompression bombs and one bad file among good ones ----------------------------------
+def _declared_png(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header declares width x height grayscale pixels and whose pixel data holds 64 zero bytes:
+    enough for a tiny image, far too few for a large one (decoding it would fail as truncated, so only a check
+    of the declared size, made before decoding, gives the decompression-bomb reason)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("width, height, needle", [
+    (100_000, 100_000, "declared 10,000,000,000 pixels is above the limit of 89,478,485"),  # Pillow's error
+    (10_000, 10_000, "declared 10000x10000 = 100,000,000 pixels is above the limit of 89,478,485"),  # a warning
+])
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, width, height, needle):
+    import warnings
+
+    from pipeline import imaging
+
+    bomb = _declared_png(tmp_path / "bomb.png", width, height)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning escapes either
+        with pytest.raises(ValueError, match="decompression bomb") as err:
+            imaging.decode_file(bomb, 1)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    small = _declared_png(tmp_path / "small.png", 4, 4)  # the same file layout at a sane size decodes
+    np.testing.assert_array_equal(imaging.decode_file(small, 1), np.zeros((4, 4, 1), np.uint8))
+
+
+def _hostile_images(tmp_path: Path, bundle) -> list[str]:
+    good = [str(p) for p in bundle["images"][:2]]
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    bomb = _declared_png(tmp_path / "bomb.png", 100_000, 100_000)
+    return [good[0], str(bomb), str(corrupt), str(tmp_path / "missing.png"), good[1]]
+
+
+def test_cnnpipe_predict_reports_each_bad_image_and_classifies_the_rest(bundle, tmp_path):
+    from tasks.cli import cli
+
+    images = _hostile_images(tmp_path, bundle)
+    model = str(bundle["dir"] / "model_int8.tflite")
+    result = CliRunner().invoke(cli, ["predict", model, *images, "--top-k", "2"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    rows = result.stdout.splitlines()
+    assert [r.split()[0] for r in rows] == [images[0], images[4]]
+    assert [r.split()[1] for r in rows] == bundle["labels"][:2]
+    errors = result.stderr.splitlines()
+    assert len(errors) == 3 and all(e.startswith("error: ") for e in errors)
+    assert errors[0].startswith(f"error: {images[1]}: cannot read image (declared 10,000,000,000 pixels")
+    assert errors[1].startswith(f"error: {images[2]}: cannot read image (")
+    assert errors[2] == f"error: {images[3]}: cannot read image (No such file or directory)"
+    result = CliRunner().invoke(cli, ["predict", model, *images, "--json"])
+    assert result.exit_code == 1
+    rows = json.loads(result.stdout)
+    assert [r["image"] for r in rows] == images and [("top" in r) for r in rows] == [1, 0, 0, 0, 1]
+    assert [r["top"][0]["label"] for r in (rows[0], rows[4])] == bundle["labels"][:2]
+    assert "decompression bomb" in rows[1]["error"] and len(result.stderr.splitlines()) == 3
+
+
+def test_bundle_predict_reports_each_bad_image_and_classifies_the_rest(bundle, tmp_path):
+    env = _blocked_env(tmp_path, block_pipeline=True)
+    images = _hostile_images(tmp_path, bundle)
+    out = _run(["predict.py", *images], env, bundle["dir"])
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    rows = out.stdout.splitlines()
+    assert [r.split(": ")[0] for r in rows] == [images[0], images[4]]
+    assert [r.split(": ")[1].split(" (")[0] for r in rows] == bundle["labels"][:2]
+    errors = out.stderr.splitlines()
+    assert [e.split(": ")[1] for e in errors] == images[1:4] and all(e.startswith("error: ") for e in errors)
+    assert "decompression bomb" in errors[0] and "No such file or directory" in errors[2]
+    out = _run(["predict.py", "--json", images[1], images[0]], env, bundle["dir"])
+    assert out.returncode == 1
+    rows = json.loads(out.stdout)
+    assert "decompression bomb" in rows[0]["error"] and rows[1]["top"][0]["label"] == bundle["labels"][0]

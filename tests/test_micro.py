@@ -123,3 +123,50 @@ def test_model_data_compiles_with_gxx(tiny_models, micro_bundle):
     out = run(str(dest / "check"))
     assert out.returncode == 0, out
     assert out.stdout.split() == [NAMES[tiny_models["y_test"][0]], str(result["arena_bytes"])]
+
+
+# ---- class names that are legal must compile: C string literals and comments escaped ---------------------
+ODD_NAMES = ["😀 smile", 'say "hi"', "back\\slash", "ends with \\", "close */ and /* open", "what??= ??/ ??(",
+             "naïve Ωμέγα 日本語", "%s %n 100%", "7", "👩‍🔬 \u00a0nbsp"]
+
+ODD_MAIN_CC = """
+#include <cstdio>
+#include "model_data.h"
+#include "golden_vectors.h"
+COMMENTS
+int main() {
+  static_assert(g_golden_class_count == 10, "class count");
+  for (int i = 0; i < g_golden_class_count; ++i) std::printf("%s\\n", g_golden_class_names[i]);
+  return g_model_arena_bytes == 4096 ? 0 : 1;
+}
+"""
+
+
+def test_c_string_escapes_every_byte_that_matters():
+    assert micro.c_string('a"b\\c?d') == '"a\\"b\\\\c\\?d"'
+    assert micro.c_string("é1") == '"\\303\\2511"'  # octal escapes: a following digit is not swallowed
+    assert micro.c_string("??=") == '"\\?\\?="'
+    for name in ODD_NAMES:
+        comment = micro.c_comment(name)
+        assert comment.isascii() and "\\" not in comment and "??" not in comment
+        assert "*/" not in comment and "/*" not in comment and "\n" not in comment
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
+def test_odd_class_names_compile_and_print_back_exactly(tiny_models, tmp_path):
+    blob = tiny_models["files"]["int8"]
+    vectors = micro.golden_vectors(blob, tiny_models["x_test"], tiny_models["y_test"], 2)
+    micro.write_golden(vectors, ODD_NAMES, tmp_path)
+    cc, h = micro.c_array(blob, arena_bytes=4096)
+    (tmp_path / "model_data.cc").write_text(cc)
+    (tmp_path / "model_data.h").write_text(h)
+    comments = "\n".join(f"// {micro.c_comment(n)}\n/* {micro.c_comment(n)} */" for n in ODD_NAMES)
+    (tmp_path / "main.cc").write_text(ODD_MAIN_CC.replace("COMMENTS", comments), encoding="utf-8")
+    for std in ("c++17", "c++11"):
+        out = subprocess.run(["g++", f"-std={std}", "-Wall", "-Wextra", "-Werror", "main.cc", "model_data.cc",
+                              "-o", "check"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        run = subprocess.run([str(tmp_path / "check")], capture_output=True, timeout=30)
+        assert run.returncode == 0 and run.stdout.decode("utf-8").split("\n")[:-1] == ODD_NAMES
+    with np.load(tmp_path / "golden.npz") as npz:
+        assert list(npz["class_names"]) == ODD_NAMES
