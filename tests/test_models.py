@@ -1,4 +1,5 @@
-"""Model builders: every preset, Rescaling inside the model, pooling checks, transfer learning."""
+"""Model builders: every preset, Rescaling inside the model, the model.* keys of small, size checks,
+the memory refusal, loading."""
 import numpy as np
 import pytest
 
@@ -12,9 +13,10 @@ def _cfg(*sets):
 
 @pytest.mark.parametrize("preset, shape", [
     ("small", (8, 8, 1)), ("lenet5", (28, 28, 1)), ("resnet8", (32, 32, 3)), ("conv1d", (1, 40, 1)),
+    ("ds_cnn", (49, 10, 1)), ("mobilenet", (96, 96, 3)),
 ])
 def test_presets_build_and_output_probabilities(preset, shape):
-    model = models.build(_cfg(f"model.preset={preset}", "model.filters=[8, 16]"), shape, 5)
+    model = models.build(_cfg(f"model.preset={preset}", "model.filters=[8, 16]", "model.width=0.25"), shape, 5)
     assert model.output_shape == (None, 5)
     x = np.random.default_rng(0).integers(0, 256, (3, *shape)).astype("float32")
     probs = model.predict(x, verbose=0)
@@ -27,37 +29,50 @@ def test_small_uses_configured_kernel_stride_padding():
     model = models.build(_cfg("model.filters=[4]", "model.kernel_size=5", "model.strides=2",
                               "model.padding=valid", "model.pool_size=1", "model.batch_norm=false"),
                          (28, 28, 1), 3)
-    conv = model.get_layer("block0_conv")
+    conv = model.get_layer("b0_conv")
     assert conv.kernel_size == (5, 5) and conv.strides == (2, 2) and conv.padding == "valid"
+    assert conv.use_bias  # no batch norm after it: the convolution keeps its bias
     assert conv.output.shape[1:3] == (12, 12)
-    assert not any("bn" in layer.name for layer in model.layers)
+    assert not any(layer.name.endswith("_bn") for layer in model.layers)
 
 
-def test_image_too_small_for_pooling_is_a_config_error():
-    with pytest.raises(ConfigError, match="data.image_size: 4x4 is too small for the model's pooling"):
+def test_small_pools_globally_above_8x8_and_flattens_below():
+    digits = models.build(_cfg(), (8, 8, 1), 10)  # 8 -> 4 -> 2: flatten keeps the 2x2 positions
+    assert digits.get_layer("b8_flatten").output.shape[1:] == (256,)
+    assert digits.count_params() == 53290
+    big = models.build(_cfg(), (224, 224, 3), 10)  # 224 -> 56: global pooling, not a 200,704-input dense
+    assert big.get_layer("b8_global_pool").output.shape[1:] == (64,)
+    assert big.count_params() == 864 + 128 + 18432 + 256 + (64 * 128 + 128) + 1290
+    flat = models.build(_cfg("model.filters=[8, 16, 16]"), (64, 64, 1), 10)  # 64 -> 8: still flatten
+    assert flat.get_layer("b12_flatten").output.shape[1:] == (8 * 8 * 16,)
+
+
+def test_too_small_images_and_missing_base_are_config_errors():
+    with pytest.raises(ConfigError, match=r"data.image_size: 4x4 is too small for the model's pooling and kernels "
+                                          r"\(model.preset small: layer\[4\] \(conv\): kernel 3x3 is larger"):
         models.build(_cfg("model.filters=[8, 16, 32]"), (4, 4, 1), 10)
-    with pytest.raises(ConfigError, match="8x8 is too small for model.kernel_size 3 / strides 4 with padding valid"):
+    with pytest.raises(ConfigError, match=r"8x8 is too small .* kernel 3x3 is larger than its input 2x2x8 \(the "
+                                          r"spatial size would reach zero\)"):
         models.build(_cfg("model.filters=[8, 8]", "model.strides=4", "model.padding=valid",
                           "model.pool_size=1"), (8, 8, 1), 10)
-    with pytest.raises(ConfigError, match="is too small for model.kernel_size 9"):
+    with pytest.raises(ConfigError, match=r"kernel 9 is larger than its input 8x1"):
         models.build(_cfg("model.preset=conv1d", "model.kernel_size=9", "model.padding=valid"), (1, 8, 1), 3)
     with pytest.raises(ConfigError, match="model.base_model: nope.keras: no such file"):
         models.build(_cfg("model.base_model=nope.keras"), (8, 8, 1), 3)
-    with pytest.raises(ConfigError, match="lenet5 needs images of at least 12x12"):
+    with pytest.raises(ConfigError, match=r"model.preset lenet5: layer\[3\] \(conv\): kernel 5x5 is larger"):
         models.build(_cfg("model.preset=lenet5"), (8, 8, 1), 10)
 
 
-def test_transfer_learning_replaces_final_layer(tmp_path):
-    base = models.build(_cfg("model.filters=[4]", "model.dense=[16]"), (8, 8, 1), 10)
-    path = tmp_path / "base.keras"
-    base.save(path)
-    model = models.build(_cfg(f"model.base_model={path}"), (8, 8, 1), 3)
-    assert model.output_shape == (None, 3)
-    assert model.get_layer("base").trainable is False
-    feats = [w for w in model.get_layer("base").get_weights()]
-    assert all(np.array_equal(a, b) for a, b in zip(feats, base.get_weights()[:len(feats)]))
-    with pytest.raises(ConfigError, match="takes input"):
-        models.build(_cfg(f"model.base_model={path}"), (16, 16, 1), 3)
+def test_model_too_large_for_memory_is_refused_before_keras():
+    with pytest.raises(ConfigError, match=r"^model.preset small: the model cannot be built on this machine: "
+                                          r"90.1 G parameters \(1.4 TB to train in float32\) and 107.2 MB of "
+                                          r"activations per image, [\d.]+ [KMGT]?B of memory available; use a "
+                                          r"smaller data.image_size or fewer filters$"):
+        models.build(_cfg("model.filters=[100000, 100000]"), (8, 8, 1), 10)
+    totals = models.summary.estimate(models.plan(_cfg(), (8, 8, 1), 10))
+    models.summary.check_memory(totals, "model", available=16 * 53290 + 4 * totals["activation_elements"])
+    with pytest.raises(ConfigError, match="53.3 K parameters"):
+        models.summary.check_memory(totals, "model", available=16 * 53290)
 
 
 def test_load_rejects_corrupt_and_missing_files(tmp_path):

@@ -98,7 +98,7 @@ def summarize(ops, name: str = "") -> dict:
 
 
 def human(n: float) -> str:
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= div:
             return f"{n / div:.1f} {unit}"
     return str(int(n))
@@ -166,12 +166,13 @@ def check_budget(totals: dict, budget: dict) -> None:
             f"({totals['peak_activation_bytes']:,} B live)")
 
 
-def device_check(budget: dict, summary_path: Path | None, files: dict, arena_bytes: int | None = None,
-                 images=None) -> tuple[dict, list]:
+def device_check(budget: dict, summary_path: Path | None, files: dict, folder: Path | None = None, images=None,
+                 arena_bytes: int | None = None) -> tuple[dict, list]:
     """The measured int8 file size and TFLM arena beside the build estimates, and the budget failures.
 
-    ``files`` is export's table of converted files; the arena is measured here in TFLM on ``images`` (raw
-    pixels) unless given. Returns (the card's ``device`` section, failure lines for the export gate)."""
+    ``files`` is export's table of converted files (written under ``folder``); unless ``arena_bytes`` is given,
+    the arena is measured here in TFLM on the first of ``images`` (raw pixels). Returns (the model card's
+    ``device`` section, failure lines for the export gate)."""
     from pipeline import artifacts
 
     totals = {}
@@ -185,8 +186,8 @@ def device_check(budget: dict, summary_path: Path | None, files: dict, arena_byt
     if int8 is None:
         return out, failures
     out["measured"]["int8_bytes"] = int8["bytes"]
-    if arena_bytes is None and images is not None and int8.get("blob") is not None:
-        arena_bytes = measure_arena(int8["blob"], images)
+    if arena_bytes is None and images is not None and folder is not None:
+        arena_bytes = measure_arena((Path(folder) / int8["file"]).read_bytes(), images)
     if arena_bytes is not None:
         out["measured"]["arena_bytes"] = int(arena_bytes)
     for key, est, meas in (("int8_bytes", "int8_bytes_estimate", "int8_bytes"),
@@ -208,5 +209,5 @@ def measure_arena(blob: bytes, images) -> int:
     from pipeline import micro
     from pipeline.edge import EdgeModel
 
-    inputs = EdgeModel(blob, reference=True).quantize(images[:1])
+    inputs = EdgeModel(blob).quantize(images[:1])
     return micro.run_tflm(blob, inputs)[1]
