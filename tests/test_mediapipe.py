@@ -73,7 +73,8 @@ def test_mediapipe_image_classifier_names_classes_from_the_file_metadata(publish
 
     bare = tmp_path / "bare.tflite"  # the same model without metadata: MediaPipe has no names to give
     bare.write_bytes(metadata.strip(model.read_bytes()))
-    found = _classify([model, bare], published["paths"], tmp_path)
+    float_model = published["dir"] / "model_float32.tflite"  # float input: MediaPipe uses the normalization
+    found = _classify([model, bare, float_model], published["paths"], tmp_path)
     rows = found[str(model)]
     litert = edge.EdgeModel(model).predict(published["rgb"])
     assert [r["name"] for r in rows] == [names[r["index"]] for r in rows]  # names, not bare indices
@@ -84,3 +85,8 @@ def test_mediapipe_image_classifier_names_classes_from_the_file_metadata(publish
     assert accuracy >= 0.8, accuracy  # 10 classes: chance is 0.1; the tiny model reaches about 0.89
     assert {r["name"] for r in found[str(bare)]} == {None}
     assert [r["index"] for r in found[str(bare)]] == [r["index"] for r in rows]
+    float_rows = found[str(float_model)]
+    float_litert = edge.EdgeModel(float_model).predict(published["rgb"])
+    assert [r["index"] for r in float_rows] == float_litert.argmax(1).tolist()
+    assert np.abs(np.array([r["score"] for r in float_rows]) - float_litert.max(1)).max() < 1e-5
+    assert [r["name"] for r in float_rows] == [names[r["index"]] for r in float_rows]
