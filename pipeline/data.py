@@ -66,9 +66,9 @@ def split_indices(labels: dict, data_cfg) -> dict:
         pool = groups["train"]
         keep, held = _stratified_cut(all_labels[pool], data_cfg.val_fraction, rng)
         groups["train"], groups["val"] = pool[keep], pool[held]
-    train = groups["train"]
-    train = train[np.argsort(all_labels[train], kind="stable")]  # class, then rank: the same for every source
-    groups["train"] = train[rng.permutation(len(train))]
+    for name in SPLITS:  # class, then rank within the class: the same order whichever source lists the items
+        groups[name] = groups[name][np.argsort(all_labels[groups[name]], kind="stable")]
+    groups["train"] = groups["train"][rng.permutation(len(groups["train"]))]
     for name in SPLITS:
         if len(groups[name]) == 0:
             raise PipelineError(f"data: the {name} split is empty; the source has too few images per class")
