@@ -43,6 +43,14 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def make_context(self, *args, **kwargs):  # `cnnpipe --help | head`: help is written while parsing
+        try:
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError:
+            if not _output_closed():
+                raise
+            sys.exit(0)
+
     def invoke(self, ctx):
         from pipeline.errors import PipelineError
 
