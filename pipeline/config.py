@@ -36,7 +36,8 @@ def opt(default, help: str, *, choices=None, min=None, max=None):
 @dataclass
 class DataConfig:
     source: str = opt("digits", "digits | tfds:<name> | idx:<dir> | folder:<dir>")
-    image_size: list = opt([], "[height, width] the images are resized to; [] keeps the source size")
+    image_size: list = opt([], "[height, width] the images are resized to (a single number n means [n, n]); "
+                           "[] keeps the source size")
     channels: int = opt(1, "1 (grayscale) or 3 (RGB); images are converted to this", choices=[1, 3])
     resize: str = opt("resize", "resize (stretch) or pad (keep aspect ratio, pad with black)",
                       choices=["resize", "pad"])
