@@ -17,7 +17,8 @@ Where each line comes from, on a machine without a GPU:
   how cnnpipe calls it, nothing a user can act on; exactly those two messages are filtered.
 
 ``install()`` is called by the ``cnnpipe`` entry point before anything imports TensorFlow; the library itself
-never changes a process's logging.
+never changes a process's logging. ``filtered_stderr()`` drops the same lines around any other block, e.g. a
+TFLite conversion, whose quantizer prints ``fully_quantize: 0, inference_type: 6, ...`` to descriptor 2.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ NOISE = tuple(re.compile(p) for p in (
     r"^To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags\.$",
     r"^[IWE]\d{4} [\d:.]+ +\d+ \w+\.cc:\d+\] Unable to register cu(DNN|FFT|BLAS) factory",
     r"^[IWE]\d{4} [\d:.]+ +\d+ \w+\.cc:\d+\] Attempting to register factory for plugin cu(DNN|FFT|BLAS)",
+    r"^fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, output_inference_type: \w+$",
 ))
 CONVERTER_LOG = "Please consider providing the trackable_obj argument"
 CONVERTER_WARNING = "Statistics for quantized inputs were expected, but not specified"

@@ -100,6 +100,7 @@ def test_is_noise_matches_the_notices_and_nothing_else():
         "appropriate compiler flags.",
         "I0000 00:00:1795423710.1 11460 port.cc:153] oneDNN custom operations are on. You may see slightly "
         "different numerical results",
+        "fully_quantize: 0, inference_type: 6, input_inference_type: INT8, output_inference_type: INT8",
     ]
     genuine = [
         "W0000 00:00:1795423649.5   10060 some_kernel.cc:12] failed to allocate 4.0GiB from device",
@@ -131,3 +132,12 @@ def test_closed_stdout_keeps_a_config_error(tmp_path):
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 2
     assert stderr == "error: data.seed: 4294967296 is above the maximum 4294967295 (seeds are 32-bit)\n"
+
+
+def test_filtered_stderr_drops_the_quantizer_line_around_a_block(capfd):
+    from pipeline import quiet
+
+    with quiet.filtered_stderr():
+        os.write(2, b"fully_quantize: 0, inference_type: 6, input_inference_type: INT8, "
+                    b"output_inference_type: INT8\nW0000 00:00:1.5 7 x.cc:1] kept\n")
+    assert capfd.readouterr().err == "W0000 00:00:1.5 7 x.cc:1] kept\n"
