@@ -228,3 +228,77 @@ def test_bad_values_exit_2_with_one_line_and_keep_the_bundle(own_run, tmp_path, 
 
 def _tree(root):
     return {p.relative_to(root).as_posix(): artifacts.sha256_file(p) for p in root.rglob("*") if p.is_file()}
+
+
+SUPPORT_SCRIPT = r'''
+import glob, json, sys
+from tflite_support import metadata
+from tflite_support.task import vision
+
+model, images = sys.argv[1], sys.argv[2:]
+shown = metadata.MetadataDisplayer.with_model_file(model)
+classifier = vision.ImageClassifier.create_from_file(model)
+tops = [classifier.classify(vision.TensorImage.create_from_file(p)).classifications[0].categories[0]
+        for p in images]
+print(json.dumps({"metadata": json.loads(shown.get_metadata_json()),
+                  "packed": shown.get_packed_associated_file_list(),
+                  "labels": shown.get_associated_file_buffer("labels.txt").decode(),
+                  "top": [{"index": c.index, "name": c.category_name, "score": c.score} for c in tops]}))
+'''
+NO_NETWORK = ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable",
+              "Name or service not known", "No matching distribution found")
+
+
+def _support_python():
+    """A virtual environment holding tflite-support 0.4.4, made once under .venv-tflite-support/: it pins
+    protobuf below 4, which TensorFlow 2.21 cannot use, so it cannot live in the project's environment."""
+    import ctypes.util
+    import fcntl
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    if not ctypes.util.find_library("usb-1.0"):
+        pytest.skip("tflite-support's native library needs libusb-1.0 (Debian package libusb-1.0-0)")
+    venv = REPO / ".venv-tflite-support"
+    with open(REPO / ".venv-tflite-support.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs at once: one creates, the other waits
+        if not (venv / ".installed").exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+            done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                                   "tflite-support==0.4.4"], capture_output=True, text=True, timeout=900)
+            if done.returncode != 0 and any(s in done.stderr for s in NO_NETWORK):
+                pytest.skip(f"PyPI cannot be reached to install tflite-support: {done.stderr.strip()[-200:]}")
+            assert done.returncode == 0, done.stderr[-2000:]
+            (venv / ".installed").touch()
+    return venv / "bin" / "python"
+
+
+@pytest.mark.slow  # the first run creates the environment (2 minutes here); later runs take seconds
+def test_tflite_support_task_library_reads_the_metadata(tiny_models, tmp_path):
+    import subprocess
+
+    python = _support_python()
+    model = tmp_path / "digits_rgb_uint8.tflite"
+    plain = export.convert(tiny_models["keras_model"], "int8", tiny_models["x_train"][:200], "uint8",
+                           rgb_input=True)
+    model.write_bytes(metadata.embed(plain, NAMES, name="digits"))
+    rgb = _tinted(tiny_models["x_test"][:20], seed=2)
+    paths = []
+    for i, image in enumerate(rgb):
+        paths.append(tmp_path / f"{i:02d}.png")
+        Image.fromarray(image, "RGB").save(paths[-1])
+    script = tmp_path / "support.py"
+    script.write_text(SUPPORT_SCRIPT)
+    done = subprocess.run([str(python), str(script), str(model), *map(str, paths)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    image = found["metadata"]["subgraph_metadata"][0]["input_tensor_metadata"][0]
+    assert image["content"]["content_properties"]["color_space"] == "RGB"
+    assert image["process_units"][0]["options"] == {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+    assert found["packed"] == ["labels.txt"] and found["labels"].splitlines() == NAMES
+    litert = edge.EdgeModel(model.read_bytes()).predict(rgb)
+    assert [t["index"] for t in found["top"]] == litert.argmax(1).tolist()
+    assert [t["name"] for t in found["top"]] == [NAMES[k] for k in litert.argmax(1)]
