@@ -1,6 +1,6 @@
 """The TensorFlow-free runtime a published bundle carries: ``predict.py`` (``pipeline/imaging.py`` and
-``pipeline/edge.py`` inlined into one script that needs only numpy, ai-edge-litert and Pillow) and the device's
-``requirements.txt``."""
+``pipeline/edge.py`` inlined into one script that needs only numpy, ai-edge-litert and Pillow) and the
+device's ``requirements.txt``."""
 from __future__ import annotations
 
 import os
@@ -28,7 +28,8 @@ def runtime_source() -> str:
             "    python predict.py IMAGE...            top-k labels with scores\n"
             "    python predict.py bench               latency at batch 1\n\n"
             "An image that cannot be read (missing, corrupt, or declaring more pixels than Pillow's\n"
-            "decompression-bomb limit) gets one 'error:' line; the others still get their labels; exit code 1.\n"
+            "decompression-bomb limit) gets one 'error:' line; the others still get their labels;\n"
+            "the exit code is then 1.\n"
             "Install on the device: pip install -r requirements.txt\n\"\"\"\n"
             "from __future__ import annotations\n\n# ---- pipeline/imaging.py ----\n" + strip(imaging)
             + "\n\n# ---- pipeline/edge.py ----\n" + strip(edge))

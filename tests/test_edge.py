@@ -225,7 +225,7 @@ def _declared_png(path: Path, width: int, height: int) -> Path:
 
 @pytest.mark.parametrize("width, height, needle", [
     (100_000, 100_000, "declared 10,000,000,000 pixels is above the limit of 89,478,485"),  # Pillow's error
-    (10_000, 10_000, "declared 10000x10000 = 100,000,000 pixels is above the limit of 89,478,485"),  # a warning
+    (10_000, 10_000, "declared 10000x10000 = 100,000,000 pixels is above the limit of 89,478,485"),  # warns
 ])
 def test_decompression_bomb_is_refused_before_decoding(tmp_path, width, height, needle):
     import warnings

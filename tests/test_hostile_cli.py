@@ -24,7 +24,8 @@ def _env(**extra) -> dict:
 
 def test_stage_command_stderr_has_no_tensorflow_startup_noise(tmp_path):
     """A real stage (ingest imports TensorFlow) in a fresh process, environment as a user has it."""
-    out = subprocess.run([sys.executable, "-c", MAIN, "ingest", "--config", str(DEFAULT_CONFIG), "--run", "q"],
+    args = ["ingest", "--config", str(DEFAULT_CONFIG), "--run", "q"]
+    out = subprocess.run([sys.executable, "-c", MAIN, *args],
                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "runs" / "q" / "data" / "manifest.json").is_file() and "[ingest]" in out.stdout
@@ -41,7 +42,8 @@ os.write(2, b"I0000 00:00:1795423649.398151   10060 cudart_stub.cc:31] Could not
             b"machine, GPU will not be used.\\n")
 os.write(2, b"W0000 00:00:1795423649.5   10060 some_kernel.cc:12] a genuine C++ warning\\n")
 warnings.warn("a genuine Python warning", UserWarning)
-os.write(2, b"I0000 00:00:1795423649.6   10060 port.cc:153] oneDNN custom operations are on. You may see ...\\n")
+os.write(2, b"I0000 00:00:1795423649.6   10060 port.cc:153] oneDNN custom operations are on. "
+            b"You may see ...\\n")
 
 class config:
     tried = False
@@ -90,12 +92,12 @@ def test_is_noise_matches_the_notices_and_nothing_else():
 
     noise = [
         "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
-        "I0000 00:00:1795423649.398151   10060 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
-        "GPU will not be used.",
-        "E0000 00:00:1795423666.349609   10206 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
-        "Failed call to cuInit: UNKNOWN ERROR (303)",
-        "I0000 00:00:1795423710.651021   11460 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to "
-        "use available CPU instructions in performance-critical operations.",
+        "I0000 00:00:1795423649.398151   10060 cudart_stub.cc:31] Could not find cuda drivers on your "
+        "machine, GPU will not be used.",
+        "E0000 00:00:1795423666.349609   10206 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA "
+        "error: Failed call to cuInit: UNKNOWN ERROR (303)",
+        "I0000 00:00:1795423710.651021   11460 cpu_feature_guard.cc:227] This TensorFlow binary is optimized "
+        "to use available CPU instructions in performance-critical operations.",
         "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the "
         "appropriate compiler flags.",
         "I0000 00:00:1795423710.1 11460 port.cc:153] oneDNN custom operations are on. You may see slightly "
@@ -113,8 +115,8 @@ def test_is_noise_matches_the_notices_and_nothing_else():
     assert [quiet.is_noise(line) for line in genuine] == [False] * len(genuine)
 
 
-@pytest.mark.parametrize("args", [["config", "--config", str(DEFAULT_CONFIG)], ["--help"], ["ingest", "--help"],
-                                  ["config", "--set", "train.epochs=3"]])
+@pytest.mark.parametrize("args", [["config", "--config", str(DEFAULT_CONFIG)], ["--help"],
+                                  ["ingest", "--help"], ["config", "--set", "train.epochs=3"]])
 def test_closed_stdout_ends_quietly_with_exit_0(tmp_path, args):
     """`cnnpipe config | head`: the reader is gone before cnnpipe writes (closed at once, like `| true`)."""
     proc = subprocess.Popen([sys.executable, "-c", MAIN, *args], cwd=tmp_path, env=_env(),
