@@ -122,6 +122,8 @@ class TrainConfig:
     cpu_devices: int = opt(0, "split the CPU into this many logical devices (tests of mirrored)", min=0, max=16)
     verbose: int = opt(1, "0 silent, 1 progress bar (one line per epoch when output is not a terminal), "
                           "2 one line per epoch", choices=[0, 1, 2])
+    time_budget_s: float = opt(0.0, "stop training after the epoch that spends this many seconds; 0 = no limit",
+                               min=0)
     cache: str = opt("auto", "keep decoded train/val in memory, in a disk file, or stream the shards; "
                      "auto: memory when they fit a quarter of the free memory",
                      choices=["auto", "memory", "disk", "none"])

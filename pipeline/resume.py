@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -165,12 +166,23 @@ def callbacks(checkpoint: Checkpoint, state: State, history_path: Path, train_cf
     class SaveState(keras.callbacks.Callback):
         """Runs after early stopping at each epoch end: one history row, the checkpoint, history.csv."""
 
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
         def on_epoch_end(self, epoch, logs=None):
             row = {"epoch": int(epoch), **{k: float(v) for k, v in (logs or {}).items()}}
             row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-            state.history = [r for r in state.history if r["epoch"] < epoch] + [row]
+            earlier = [r for r in state.history if r["epoch"] < epoch]
+            row["epoch_s"] = round(time.perf_counter() - getattr(self, "started", time.perf_counter()), 3)
+            row["time_s"] = round(sum(r.get("epoch_s", 0.0) for r in earlier) + row["epoch_s"], 3)
+            state.history = earlier + [row]
             state.epoch = epoch + 1
             state.early_stopping = stopper.snapshot()
+            budget = getattr(train_cfg, "time_budget_s", 0)
+            if budget and row["time_s"] >= budget and state.epoch < train_cfg.epochs:
+                # the wall-clock budget is spent: stop as early stopping would, and remember why
+                self.model.stop_training = True
+                state.early_stopping.update(stopped_epoch=state.epoch, stopped_by="train.time_budget_s")
             improved = stopper.best_epoch == epoch and stopper.best_weights is not None
             checkpoint.save(self.model, state, stopper.best_weights if improved else None)
             write_history(history_path, state.history)

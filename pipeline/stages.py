@@ -27,7 +27,8 @@ UPSTREAM = {"ingest": (), "build": ("ingest",), "train": ("ingest", "build"), "e
 # keys that change how a stage runs or reports, never what it makes: not part of any fingerprint
 PRESENTATION = {"data": ("workers",), "train": ("verbose", "cache")}
 # keys a training checkpoint may outlive: raising train.epochs continues with the schedule stretched
-RESUME_FREE = {"data": ("workers", "shard_size"), "train": ("verbose", "cache", "epochs", "patience")}
+RESUME_FREE = {"data": ("workers", "shard_size"),
+               "train": ("verbose", "cache", "epochs", "patience", "time_budget_s")}
 MAIN_OUTPUT = {"ingest": "manifest.json", "build": "model.keras", "train": "model.keras",
                "evaluate": "metrics.json", "export": "manifest.json"}
 

@@ -245,3 +245,18 @@ def test_a_disk_that_fills_during_training_is_one_line_and_keeps_the_last_checkp
     assert again.exit_code == 0, again.output
     assert "resuming from epoch 1" in again.output
     assert [int(r["epoch"]) for r in history(run_dir)] == [0, 1, 2]
+
+
+def test_time_budget_stops_after_the_epoch_that_spends_it_and_history_records_wall_time(prepared, tmp_path):
+    from pipeline import train
+
+    run_dir = copy_prepared(prepared, tmp_path / "runs")
+    cfg = _cfg("train.epochs=5", "train.verbose=0", "train.time_budget_s=0.001", "train.patience=100")
+    summary = train.fit(run_dir / "model" / "model.keras", run_dir / "data", cfg, run_dir / "train")
+    assert summary["epochs_run"] == 1
+    rows = history(run_dir)
+    assert len(rows) == 1 and float(rows[0]["epoch_s"]) > 0 and float(rows[0]["time_s"]) == float(rows[0]["epoch_s"])
+    state = artifacts.read_json(run_dir / "train" / "checkpoint" / "state.json")
+    assert state["early_stopping"]["stopped_by"] == "train.time_budget_s"
+    again = train.fit(run_dir / "model" / "model.keras", run_dir / "data", cfg, run_dir / "train")
+    assert again["epochs_run"] == 1 and again["resumed_from_epoch"] == 1  # a spent budget stays spent
