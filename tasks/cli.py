@@ -25,6 +25,7 @@ COMMANDS = {
     "config": ("stages", "show_config", "Print every config key with its value, type and meaning."),
     "runs": ("runs", "runs", "List every run: model, accuracy, int8 size, arena, state (complete, stale, ...)."),
     "compare": ("runs", "compare", "Show two runs side by side: differing config keys and their figures."),
+    "report": ("report", "report", "Write runs/<run>/report.html: one self-contained page showing the run."),
 }
 
 
