@@ -46,8 +46,18 @@ $(FASHION):
 fashion-mnist: $(STAMP) $(FASHION)
 	$(CNNPIPE) run --config configs/fashion_mnist.yaml $(foreach s,$(SET),--set $(s))
 
+CHROMIUM = /usr/bin/chromium
+
+$(CHROMIUM):
+	@echo "headless Chromium missing (the report test renders the page in it): installing the Debian package chromium (needs root)"
+	apt-get update -qq && apt-get install -y -qq chromium
+
+## report: write runs/<run>/report.html of CONFIG (or RUN), one self-contained page showing the run
+report: $(STAMP)
+	$(CNNPIPE) report --config $(CONFIG) $(if $(RUN),--run $(RUN))
+
 ## test: run the test suite (tests marked slow run with `make test-slow`)
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 ## test-slow: run only the slow tests (multi-worker kill and restart)
@@ -66,4 +76,4 @@ clean:
 distclean: clean
 	rm -rf $(VENV) *.egg-info
 
-.PHONY: help install train evaluate export-tflite fashion-mnist test test-slow benchmark clean distclean
+.PHONY: help install train evaluate export-tflite report fashion-mnist test test-slow benchmark clean distclean
