@@ -278,10 +278,10 @@ def build(model_bytes: bytes, class_names: list, *, name: str, description: str 
         raise PipelineError("metadata: expected a model with one input and one output")
     x = _io_tensor(model, model.subgraphs[0].inputs[0])
     y = _io_tensor(model, model.subgraphs[0].outputs[0])
-    n = int(np.prod(y["shape"][1:])) if len(y["shape"]) > 1 else 0
+    n = int(y["shape"][-1]) if len(y["shape"]) > 1 else 0  # the class axis: last ([1, N], or per pixel)
     if n != len(class_names):
-        raise PipelineError(f"metadata: the output has {n} scores but {len(class_names)} class names "
-                            "were given")
+        raise PipelineError(f"metadata: the output's class axis has {n} scores but {len(class_names)} "
+                            "class names were given")
     bad = [c for c in class_names if not str(c) or "\n" in str(c) or "\r" in str(c)]
     if bad:
         raise PipelineError(f"metadata: class name {bad[0]!r} cannot be a line of {LABELS_FILE}")
@@ -303,7 +303,9 @@ def build(model_bytes: bytes, class_names: list, *, name: str, description: str 
                    "type": "TENSOR_AXIS_LABELS"}
     output_meta = {
         "name": "probability",
-        "description": f"Probabilities of the {n} classes, in the order of {LABELS_FILE}.",
+        "description": (f"Probabilities of the {n} classes, in the order of {LABELS_FILE}."
+                        if len(y["shape"]) == 2 else f"Scores {y['shape']}: the last axis holds the {n} "
+                        f"classes, in the order of {LABELS_FILE}."),
         "content": {"content_properties": ("FeatureProperties", {})},
         "stats": {"max": [1.0], "min": [0.0]},
         "associated_files": [labels_file],

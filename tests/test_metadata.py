@@ -107,7 +107,7 @@ def test_encode_decode_round_trip_of_the_schema_tables():
 
 
 @pytest.mark.parametrize("names, message", [
-    (NAMES[:9], "the output has 10 scores but 9 class names were given"),
+    (NAMES[:9], "the output's class axis has 10 scores but 9 class names were given"),
     (NAMES[:9] + ["two\nlines"], "cannot be a line of labels.txt"),
 ])
 def test_bad_labels_are_one_line_errors(tiny_models, names, message):
