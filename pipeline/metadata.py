@@ -350,16 +350,22 @@ def read(model_bytes: bytes) -> dict | None:
     data = bytes(model_bytes)
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise PipelineError(f"not a TFLite model (no TFL3 flatbuffer identifier, {len(data)} bytes)")
-    model = schema.Model.GetRootAs(data, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if _name(entry.Name()) == METADATA_NAME:
-            meta = decode(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
-            files = {}
-            if has_appended_files(data):
-                with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                    files = {n: archive.read(n) for n in archive.namelist()}
-            return {"metadata": meta, "files": files}
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if _name(entry.Name()) == METADATA_NAME:
+                raw = model.Buffers(entry.Buffer()).DataAsNumpy()
+                meta = decode(raw.tobytes() if isinstance(raw, np.ndarray) else b"")
+                files = {}
+                if has_appended_files(data):
+                    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                        files = {n: archive.read(n) for n in archive.namelist()}
+                return {"metadata": meta, "files": files}
+    except PipelineError:
+        raise
+    except Exception as exc:  # a truncated or corrupt file fails anywhere inside the generated code
+        raise PipelineError(f"corrupt TFLite metadata ({type(exc).__name__}: {exc})") from None
     return None
 
 

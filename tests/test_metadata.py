@@ -116,11 +116,16 @@ def test_bad_labels_are_one_line_errors(tiny_models, names, message):
     assert "\n" not in str(caught.value).replace("two\\nlines", "")
 
 
-def test_not_a_model_is_a_one_line_error():
+def test_not_a_model_or_a_truncated_one_is_a_one_line_error(tiny_models):
     with pytest.raises(PipelineError, match="not a TFLite model"):
         metadata.embed(b"PK\x03\x04 not a model", NAMES, name="x")
     with pytest.raises(PipelineError, match="not a TFLite model"):
         metadata.read(b"hello")
+    blob = metadata.embed(tiny_models["files"]["int8"], NAMES, name="x")
+    with pytest.raises(PipelineError, match=r"^corrupt TFLite metadata \(.*\)$"):
+        metadata.read(blob[:len(blob) // 2])
+    with pytest.raises(PipelineError, match="corrupt TFLite flatbuffer"):
+        metadata.embed(blob[:len(blob) // 2], NAMES, name="x")
 
 
 def _tinted(gray: np.ndarray, seed: int = 0) -> np.ndarray:
