@@ -170,3 +170,47 @@ def test_odd_class_names_compile_and_print_back_exactly(tiny_models, tmp_path):
         assert run.returncode == 0 and run.stdout.decode("utf-8").split("\n")[:-1] == ODD_NAMES
     with np.load(tmp_path / "golden.npz") as npz:
         assert list(npz["class_names"]) == ODD_NAMES
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
+def test_odd_class_folder_names_work_end_to_end(workdir):
+    """Folder classes named with an emoji, quotes, a backslash, `??=` and non-ASCII letters: ingest to the
+    published bundle; the micro headers compile and print the names back, predict.py prints them (~45 s)."""
+    import json
+    import sys
+
+    from PIL import Image
+
+    from conftest import DEFAULT_CONFIG, invoke
+
+    names = ["😀 smile", 'say "hi" *', "back\\slash ??= naïve"]
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(names):  # class k: a bright band in its own place
+        (workdir / "data" / name).mkdir(parents=True)
+        for i in range(40):
+            img = rng.integers(0, 40, (8, 8), dtype=np.uint8)
+            band = [(slice(None), slice(0, 3)), (slice(0, 3), slice(None)), (slice(5, 8), slice(5, 8))][k]
+            img[band] += 200
+            Image.fromarray(img).save(workdir / "data" / name / f"{i}.png")
+    result = invoke(["run", "--config", DEFAULT_CONFIG, "--run", "odd", "--set", "data.source=folder:data",
+                     "--set", "data.test_fraction=0.25", "--set", "model.filters=[8]", "--set", "model.dense=[16]",
+                     "--set", "train.epochs=3", "--set", "train.warmup_epochs=0", "--set", "train.verbose=0",
+                     "--set", "export.representative_samples=50", "--set", "export.golden_vectors=4"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((workdir / "runs/odd/eval/metrics.json").read_text())["accuracy"] > 0.9  # chance: 1/3
+    bundle = workdir / "exported" / "odd"
+    assert (bundle / "labels.txt").read_text(encoding="utf-8").splitlines() == sorted(names)
+    micro_dir = bundle / "micro"
+    (micro_dir / "main.cc").write_text(ODD_MAIN_CC.replace("COMMENTS", "").replace("== 10", "== 3")
+                                       .replace("g_model_arena_bytes == 4096", "g_model_arena_bytes > 0"))
+    out = subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "main.cc", "model_data.cc", "-o",
+                          "check"], cwd=micro_dir, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    run = subprocess.run([str(micro_dir / "check")], capture_output=True, timeout=30)
+    assert run.returncode == 0 and run.stdout.decode("utf-8").splitlines() == sorted(names)
+    image = workdir / "data" / names[0] / "0.png"
+    out = subprocess.run([sys.executable, "predict.py", "--json", str(image)], cwd=bundle, capture_output=True,
+                         text=True, encoding="utf-8", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["top"][0]["label"] == names[0]
