@@ -198,23 +198,47 @@ def image_folder(tmp_path):
     return root
 
 
-def test_folder_formats_broken_files_and_empty_class(image_folder):
+def ingest_folder(root, out, **keys):
+    """Run the ingest stage's work on a folder; (classes.json, preflight.json, {split: (x, y)})."""
+    from pipeline import artifacts, data, ingest
+
+    cfg = config.from_dict({"data": {"source": f"folder:{root}", "workers": 1, **keys}})
+    ingest.run(cfg, out)
+    splits = {name: data.load_split(out, name) for name in data.SPLITS}
+    return artifacts.read_json(out / "classes.json"), artifacts.read_json(out / "preflight.json"), splits
+
+
+def test_folder_lists_files_without_decoding(image_folder):
     data = sources.load(data_cfg(source=f"folder:{image_folder}", channels=3, image_size=[8, 10]))
-    x, y = data.splits["all"]
-    assert x.shape == (7, 8, 10, 3) and x.dtype == np.uint8
+    paths, y = data.splits["all"]
+    assert data.files and paths.dtype == object and y.dtype == np.int64
     assert data.class_names == ["cat", "dog"]  # the empty 'bird' folder is left out ...
     assert any("'bird'" in note for note in data.notes)  # ... with a note
-    assert list(np.bincount(y)) == [4, 3]
-    skipped = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in data.skipped}
+    names = [p.rsplit("/", 1)[1] for p in paths]
+    assert names == ["a.jpg", "b.png", "c.png", "d.BMP", "text.png", "corrupt.jpg", "e.gif", "f.jpeg", "g.png",
+                     "zero.png"]  # class, then path component by component (cat/sub/d.BMP before cat/text.png)
+    assert list(y) == [0] * 5 + [1] * 5
+    assert data.ignored["by_extension"] == {".txt": 1} and data.input_files == []
+
+
+def test_folder_formats_broken_files_and_empty_class(image_folder, tmp_path):
+    meta, report, splits = ingest_folder(image_folder, tmp_path / "out", channels=3, image_size=[8, 10],
+                                         val_fraction=0.2, test_fraction=0.2)
+    x = np.concatenate([splits[s][0] for s in splits])
+    y = np.concatenate([splits[s][1] for s in splits])
+    assert x.shape == (7, 8, 10, 3) and x.dtype == np.uint8
+    assert meta["class_names"] == ["cat", "dog"] and list(np.bincount(y)) == [4, 3]
+    skipped = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in report["skipped"]["files"]}
     assert set(skipped) == {"corrupt.jpg", "zero.png", "text.png"}
     assert all(skipped.values()) and "0 bytes" in skipped["zero.png"]
-    assert data.input_files == []
+    assert report["skipped"]["by_extension"] == {".jpg": 1, ".png": 2}
+    assert report["ignored"]["by_extension"] == {".txt": 1}
 
 
-def test_folder_grayscale_output_and_pad_policy(image_folder):
-    cfg = data_cfg(source=f"folder:{image_folder}", channels=1, image_size=[20, 20], resize="pad")
-    data = sources.load(cfg)
-    x, _ = data.splits["all"]
+def test_folder_grayscale_output_and_pad_policy(image_folder, tmp_path):
+    _, _, splits = ingest_folder(image_folder, tmp_path / "out", channels=1, image_size=[20, 20], resize="pad",
+                                 val_fraction=0.2, test_fraction=0.2)
+    x = np.concatenate([splits[s][0] for s in splits])
     assert x.shape == (7, 20, 20, 1)
     assert x[:, :2].max() == 0  # letterboxed: 16 -> 20 rows padded with black
 
@@ -228,6 +252,9 @@ def test_folder_split_layout(tmp_path):
     data = sources.load(data_cfg(source=f"folder:{root}"))
     assert {k: len(v[1]) for k, v in data.splits.items()} == {"train": 6, "val": 2, "test": 4}
     assert data.class_names == ["a", "b"]
+    meta, _, splits = ingest_folder(root, tmp_path / "out")
+    assert meta["counts"] == {"train": 6, "val": 2, "test": 4}
+    assert sorted(int(v) for v in splits["test"][0][:, 0, 0, 0]) == [10, 11, 200, 201]  # the user's test/
 
 
 def test_folder_bad_inputs(tmp_path, image_folder):
@@ -245,9 +272,6 @@ def test_folder_bad_inputs(tmp_path, image_folder):
     _save(tmp_path / "one" / "only" / "x.png", "L", (4, 4), 1, "PNG")
     with pytest.raises(PipelineError, match=r"at least 2 class folders .* found 1 \(only\)"):
         load(tmp_path / "one")
-    with pytest.raises(PipelineError, match="images differ in size .* set data.image_size"):
-        _save(image_folder / "dog" / "big.png", "L", (30, 30), 1, "PNG")
-        load(image_folder)
     _save(tmp_path / "sp" / "train" / "a" / "x.png", "L", (4, 4), 1, "PNG")
     _save(tmp_path / "sp" / "train" / "b" / "x.png", "L", (4, 4), 2, "PNG")
     _save(tmp_path / "sp" / "test" / "c" / "x.png", "L", (4, 4), 3, "PNG")
@@ -256,6 +280,11 @@ def test_folder_bad_inputs(tmp_path, image_folder):
     with pytest.raises(PipelineError, match="has test/ but no train/"):
         _save(tmp_path / "nt" / "test" / "a" / "x.png", "L", (4, 4), 3, "PNG")
         load(tmp_path / "nt")
+    with pytest.raises(PipelineError, match=r"images differ in size \(16x20 and 30x30: .*big.png\); "
+                                            "set data.image_size"):
+        _save(image_folder / "dog" / "big.png", "L", (30, 30), 1, "PNG")
+        ingest_folder(image_folder, tmp_path / "out", val_fraction=0.2, test_fraction=0.2)
+    assert not list((tmp_path / "out").glob("*.tfrecord"))
 
 
 # ---------------------------------------------------------------- splits
