@@ -73,7 +73,7 @@ def test_bundle_predict_and_bench_without_tensorflow(bundle, tmp_path):
     assert probe.returncode != 0 and "blocked" in probe.stderr
     images = [str(p) for p in bundle["images"]]
     out = _run(["predict.py", "--json", *images], env, bundle["dir"])  # default model: the int8 file
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0 and out.stderr == "", out.stderr
     assert [r["top"][0]["label"] for r in json.loads(out.stdout)] == bundle["labels"]
     args = ["predict.py", "--model", "model_float32.tflite", "--top-k", "2", images[0]]
     out = _run(args, env, bundle["dir"])
@@ -89,7 +89,7 @@ def test_cnnpipe_predict_and_bench_without_tensorflow(bundle, tmp_path):
     model = str(bundle["dir"] / "model_int8.tflite")
     code = ("import sys; from tasks.cli import main; sys.argv = ['cnnpipe'] + sys.argv[1:]; main()")
     out = _run(["-c", code, "predict", "--json", model, *map(str, bundle["images"])], env, tmp_path)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0 and out.stderr == "", out.stderr  # no "INFO: Created ... XNNPACK delegate"
     assert [r["top"][0]["label"] for r in json.loads(out.stdout)] == bundle["labels"]
     report = tmp_path / "bench.json"
     out = _run(["-c", code, "bench", model, "--runs", "5", "--json-out", str(report)], env, tmp_path)
