@@ -57,14 +57,12 @@ class LazyGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except BrokenPipeError:
-            if not _output_closed():
-                raise
-            sys.exit(0)
         except PipelineError as exc:
             click.secho(f"error: {exc}", err=True, fg="red")
             sys.exit(exc.exit_code)
         except OSError as exc:  # a full disk, a permission problem: the environment, not a bug
+            if isinstance(exc, BrokenPipeError) and _output_closed():  # `cnnpipe config | head`
+                sys.exit(0)
             where = f"{exc.filename}: " if exc.filename else ""
             click.secho(f"error: {where}{exc.strerror or exc}", err=True, fg="red")
             sys.exit(1)
