@@ -288,3 +288,13 @@ def test_bundle_predict_reports_each_bad_image_and_classifies_the_rest(bundle, t
     assert out.returncode == 1
     rows = json.loads(out.stdout)
     assert "decompression bomb" in rows[0]["error"] and rows[1]["top"][0]["label"] == bundle["labels"][0]
+
+
+def test_bundle_predict_with_a_closed_stdout_ends_quietly(bundle, tmp_path):
+    env = _blocked_env(tmp_path, block_pipeline=True)
+    images = [str(p) for p in bundle["images"]] * 50
+    proc = subprocess.Popen([sys.executable, "predict.py", *images], cwd=bundle["dir"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # like `| head` after the reader has gone
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and stderr == "", stderr
