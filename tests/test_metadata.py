@@ -77,6 +77,8 @@ def test_weights_stay_16_byte_aligned_and_strip_gives_a_file_tflm_runs(tiny_mode
     reference = np.stack([edge.EdgeModel(plain, reference=True).predict_raw(v)[0] for v in q])
     tflm, arena = micro.run_tflm(bare, q)
     assert np.array_equal(tflm.reshape(reference.shape), reference) and arena > 0
+    with_metadata, _ = micro.run_tflm(blob, q)  # TFLM ignores the metadata too
+    assert np.array_equal(with_metadata, tflm)
 
 
 def test_embedding_twice_replaces_the_metadata(tiny_models):
