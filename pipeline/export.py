@@ -88,7 +88,10 @@ def convert(model, fmt: str, rep_images: np.ndarray | None = None, io_dtype: str
             converter.inference_output_type = io
     elif fmt != "dynamic" and fmt != "float32":
         raise ValueError(f"unknown export format {fmt!r}")
-    return converter.convert()
+    from pipeline import quiet
+
+    with quiet.filtered_stderr():  # the quantizer prints its settings on stderr
+        return converter.convert()
 
 
 def parity(reference_probs: np.ndarray, probs: np.ndarray, labels: np.ndarray, class_names: list) -> dict:

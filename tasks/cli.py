@@ -23,7 +23,7 @@ COMMANDS = {
     "predict": ("predict", "predict", "Classify images with a .tflite model (no TensorFlow needed)."),
     "bench": ("predict", "bench", "Time a .tflite model at batch 1 (no TensorFlow needed)."),
     "config": ("stages", "show_config", "Print every config key with its value, type and meaning."),
-    "runs": ("runs", "runs", "List every run: model, accuracy, int8 size, arena, state (complete, stale, ...)."),
+    "runs": ("runs", "runs", "List every run: model, accuracy, int8 size, arena and state."),
     "compare": ("runs", "compare", "Show two runs side by side: differing config keys and their figures."),
     "report": ("report", "report", "Write runs/<run>/report.html: one self-contained page showing the run."),
 }
