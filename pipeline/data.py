@@ -20,6 +20,7 @@ from pipeline.errors import PipelineError, UsageError
 
 SPLITS = ("train", "val", "test")
 SHUFFLE_BYTES = 128 << 20   # shuffle buffer of the training pipeline, in bytes of decoded pixels
+EMPTY = "data: the {name} split is empty; the source has too few images per class"
 CACHE_SHARE = 0.25          # train.cache auto: memory when train + val take at most this share of free memory
 
 
@@ -42,13 +43,14 @@ def _stratified_cut(labels: np.ndarray, fraction: float, rng: np.random.Generato
     return np.sort(keep), np.sort(held)
 
 
-def split_indices(labels: dict, data_cfg) -> dict:
+def split_indices(labels: dict, data_cfg, allow_empty: bool = False) -> dict:
     """``{"train", "val", "test"}`` -> indices into the source's items (its splits concatenated in order).
 
     ``labels`` maps the source's split names (``train``, ``val``, ``test`` or ``all``) to int labels. The
     source's own splits are kept when ``data.use_source_splits`` is true; otherwise everything is pooled and
     re-split by ``data.test_fraction`` and ``data.val_fraction`` (stratified, seeded). The train indices come
-    in a seeded random order (the shards are written in it, so a shuffle buffer mixes classes).
+    in a seeded random order (the shards are written in it, so a shuffle buffer mixes classes). An empty split
+    is an error unless ``allow_empty`` (ingest reports it after reading the images, whose problems come first).
     """
     rng = np.random.default_rng(data_cfg.seed)
     all_labels = np.concatenate([np.asarray(y, np.int64) for y in labels.values()]) if labels else np.zeros(0)
@@ -70,8 +72,8 @@ def split_indices(labels: dict, data_cfg) -> dict:
         groups[name] = groups[name][np.argsort(all_labels[groups[name]], kind="stable")]
     groups["train"] = groups["train"][rng.permutation(len(groups["train"]))]
     for name in SPLITS:
-        if len(groups[name]) == 0:
-            raise PipelineError(f"data: the {name} split is empty; the source has too few images per class")
+        if len(groups[name]) == 0 and not allow_empty:
+            raise PipelineError(EMPTY.format(name=name))
     return {name: groups[name] for name in SPLITS}
 
 

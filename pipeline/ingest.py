@@ -126,8 +126,10 @@ def _path_of(src, index: int) -> str:
 class _Writer:
     """The shards of every split, preflight and the checks that need the decoded images."""
 
-    def __init__(self, src, labels: np.ndarray, out: Path, data_cfg):
+    def __init__(self, src, labels: np.ndarray, out: Path, data_cfg, planned: dict):
         from pipeline import data, preflight
+
+        self.planned = planned  # split -> number of items the split was given
 
         self.src, self.labels, self.data_cfg = src, labels, data_cfg
         self.checker = preflight.Checker(src.class_names, data_cfg.dedupe)
@@ -161,6 +163,8 @@ class _Writer:
 
     def finish(self) -> tuple[list, dict]:
         """Check what was written, rename the shards into place; (shard paths, preflight report)."""
+        from pipeline import data
+
         seen = [np.asarray(v, np.int64) for v in self.checker.labels.values()] or [np.zeros(0, np.int64)]
         readable = np.bincount(np.concatenate(seen), minlength=len(self.src.class_names))
         dead = [i for i, c in enumerate(readable) if c == 0]
@@ -171,9 +175,10 @@ class _Writer:
                                 f"{first['reason']}); fix or remove its files")
         report = self.checker.report(self.skipped, self.src.ignored)
         for name, writer in self.shards.items():
-            if writer.count == 0:
-                raise PipelineError(f"data: the {name} split is empty: its {len(self.skipped)} file(s) could "
-                                    "not be read (see the skipped files in preflight.json)")
+            if writer.count == 0 and not self.checker.labels.get(name):
+                raise PipelineError(data.EMPTY.format(name=name) if not self.planned[name] else
+                                    f"data: the {name} split is empty: none of its {self.planned[name]} file(s) "
+                                    "could be read (see the skipped files in preflight.json)")
         outputs = []
         for writer in self.shards.values():
             outputs += writer.close()
@@ -193,10 +198,10 @@ def run(cfg, out: Path) -> tuple[list, dict, dict]:
     dc = cfg.data
     src = sources.load(dc)
     labels = np.concatenate([np.asarray(y, np.int64) for _, y in src.splits.values()])
-    plan = data.split_indices({k: y for k, (_, y) in src.splits.items()}, dc)
+    plan = data.split_indices({k: y for k, (_, y) in src.splits.items()}, dc, allow_empty=True)
     workers = dc.workers or os.cpu_count() or 1
     _clear(out)
-    writer = _Writer(src, labels, out, dc)
+    writer = _Writer(src, labels, out, dc, {name: len(index) for name, index in plan.items()})
     total = sum(len(v) for v in plan.values())
     worker_peak = [0.0]
     stream = _file_stream(src, plan, dc, workers, worker_peak) if src.files else _array_stream(src, plan)
