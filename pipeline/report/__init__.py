@@ -40,15 +40,20 @@ def _config(run_dir: Path, extra: dict | None) -> dict:
 
 
 def context(run_dir: Path, *, card: dict | None = None, files_dir: Path | None = None, model=None,
-            config: dict | None = None, bench_runs: int = 30, state: tuple | None = None) -> dict:
+            config: dict | None = None, bench_runs: int = 30, state: tuple | None = None,
+            running: str | None = None) -> dict:
     """Everything the template shows. ``card`` and ``files_dir``: the model card and the folder of the
     exported files (read from ``runs/<run>/export`` and the published bundle when not given); ``model``:
-    the trained Keras model when already loaded; ``config``: keys that override the recorded ones."""
+    the trained Keras model when already loaded; ``config``: keys that override the recorded ones;
+    ``running``: the stage making the report, whose manifest is not written yet (its versions are this
+    process's)."""
     from pipeline import data, models
     from pipeline.report import looks
 
     run_dir = Path(run_dir)
     mans = gather.manifests(run_dir)
+    if running:
+        mans[running] = {**(mans.get(running) or {}), "versions": artifacts.library_versions()}
     if card is None:
         card = gather.read(run_dir / "export" / "model_card.json")
         published = ((mans.get("export") or {}).get("summary") or {}).get("published")
@@ -69,7 +74,7 @@ def context(run_dir: Path, *, card: dict | None = None, files_dir: Path | None =
         "source": cfg.get("data.source") or ingest.get("summary", {}).get("source"),
         "origin": meta.get("origin"), "image_shape": meta["image_shape"], "class_names": meta["class_names"],
         "config": gather.config_sections(cfg), "n_config": len(cfg), "versions": gather.versions(mans),
-        "wall": [(s, (m or {}).get("wall_time_s")) for s, m in mans.items() if m],
+        "wall": [(s, m["wall_time_s"]) for s, m in mans.items() if m and m.get("wall_time_s") is not None],
         "counts": gather.class_counts(run_dir, meta),
         "samples": looks.samples(run_dir / "data", meta),
         "training": gather.training(run_dir, mans.get("train")),
@@ -109,8 +114,9 @@ def into_bundle(cfg, run_dir: Path, staging: Path, card: dict, model) -> Path:
     """Export: the report of the run being exported, from the card in hand and the files in ``staging``."""
     from pipeline import stages
 
-    export_keys = stages._flatten(stages.config_section(cfg, "export"), "export.")
-    html = render(context(run_dir, card=card, files_dir=staging, model=model, config=export_keys))
+    export_keys = stages._flatten(stages.config_section(cfg, "export"))
+    html = render(context(run_dir, card=card, files_dir=staging, model=model, config=export_keys,
+                          running="export"))
     return artifacts.write_text(Path(staging) / FILE_NAME, html)
 
 

@@ -52,7 +52,7 @@ def test_pass(model, data_dir: Path, meta: dict, int8_path: Path | None = None, 
     mistakes, changed, first = [], [], None
     n = n_wrong = n_changed = n_int8_right = 0
     for images, labels in data.split_dataset(data_dir, "test", meta).batch(batch_size).as_numpy_iterator():
-        probs = np.asarray(model.predict_on_batch(images.astype(np.float32)))
+        probs = np.asarray(model(images.astype(np.float32), training=False))  # eager: no retracing
         pred = probs.argmax(1)
         qprobs = runner.predict(_fit_channels(images, runner.image_shape[-1])) if runner else None
         if first is None:
