@@ -99,7 +99,9 @@ def export_run(cfg, run_dir: Path, model_path: Path, data_dir: Path, out: Path, 
     try:
         files = _convert_all(cfg, model, x_train[rep_idx], x_test, y_test, ref_probs, names, staging)
         card = _card(cfg, run_dir.name, meta, model, keras_acc, len(y_test), files, len(rep_idx))
-        failures = _gate(files, cfg.export.max_accuracy_drop, cfg.export.max_class_drop)
+        card["device"], device_failures = models.summary.device_check(  # measured vs estimated, model.budget
+            cfg.model.budget, run_dir / "model" / "summary.json", files, staging, x_test)
+        failures = _gate(files, cfg.export.max_accuracy_drop, cfg.export.max_class_drop) + device_failures
         if failures:
             card["gate"].update(passed=False, failures=failures)
             artifacts.write_text(out / "report_failed.md", export.report_markdown(run_dir.name, card))
@@ -109,9 +111,6 @@ def export_run(cfg, run_dir: Path, model_path: Path, data_dir: Path, out: Path, 
         artifacts.write_text(staging / "labels.txt", "\n".join(names) + "\n")
         artifacts.write_text(staging / "report.md", export.report_markdown(run_dir.name, card))
         artifacts.write_json(staging / artifacts.MARKER, {"made_by": "cnnpipe export", "bundle": dest.name})
-        from pipeline import report  # the run report, from the card in hand and the files in the staging folder
-
-        report.into_bundle(cfg, run_dir, staging, card, model)
         card["bundle_files"] = bundle_listing(staging)
         artifacts.write_json(staging / "model_card.json", card)
         artifacts.publish_dir(staging, dest)
