@@ -111,6 +111,9 @@ def export_run(cfg, run_dir: Path, model_path: Path, data_dir: Path, out: Path, 
         artifacts.write_text(staging / "labels.txt", "\n".join(names) + "\n")
         artifacts.write_text(staging / "report.md", export.report_markdown(run_dir.name, card))
         artifacts.write_json(staging / artifacts.MARKER, {"made_by": "cnnpipe export", "bundle": dest.name})
+        from pipeline import report  # the run report, from the card in hand and the files in the staging folder
+
+        report.into_bundle(cfg, run_dir, staging, card, model)
         card["bundle_files"] = bundle_listing(staging)
         artifacts.write_json(staging / "model_card.json", card)
         artifacts.publish_dir(staging, dest)
