@@ -110,6 +110,11 @@ def _file_stream(src, plan: dict, data_cfg, workers: int, worker_peak: list):
                 future.cancel()
 
 
+def _cpu_seconds(who) -> float:
+    usage = resource.getrusage(who)
+    return round(usage.ru_utime + usage.ru_stime, 2)
+
+
 def _clear(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for old in [out / "classes.json", out / "preflight.json", *out.glob("*.tfrecord"),
@@ -203,7 +208,7 @@ def run(cfg, out: Path) -> tuple[list, dict, dict]:
     _clear(out)
     writer = _Writer(src, labels, out, dc, {name: len(index) for name, index in plan.items()})
     total = sum(len(v) for v in plan.values())
-    worker_peak = [0.0]
+    worker_peak, children_cpu = [0.0], _cpu_seconds(resource.RUSAGE_CHILDREN)
     stream = _file_stream(src, plan, dc, workers, worker_peak) if src.files else _array_stream(src, plan)
     start = time.perf_counter()
     try:
@@ -229,7 +234,9 @@ def run(cfg, out: Path) -> tuple[list, dict, dict]:
                **{f"{k}_images": v for k, v in meta["counts"].items()}, "skipped_files": len(writer.skipped),
                "images_per_second": round(total / max(seconds, 1e-9), 1),
                "workers": workers if src.files else 0,
-               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+               "cpu_seconds": _cpu_seconds(resource.RUSAGE_SELF)}
     if src.files and workers > 1:
         summary["worker_peak_rss_mb"] = round(worker_peak[0], 1)
+        summary["worker_cpu_seconds"] = round(_cpu_seconds(resource.RUSAGE_CHILDREN) - children_cpu, 2)
     return outputs, summary, {"input_files": [str(p) for p in src.input_files], "seed": dc.seed}

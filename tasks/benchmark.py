@@ -75,6 +75,113 @@ def latency(work: Path) -> dict:
     return out
 
 
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_NAMES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle_boot"]  # folder names: the "/" of "T-shirt/top" cannot be one
+
+
+def _write_pngs(job) -> int:
+    """Write ``(path, 28x28 gray, tint)`` jobs as 96x96 RGB PNGs: upscaled, then tinted (R, G, B factors)."""
+    import numpy as np
+    from PIL import Image
+
+    for path, gray, tint in job:
+        big = np.asarray(Image.fromarray(gray).resize((96, 96), Image.Resampling.BILINEAR), np.float32)
+        rgb = np.clip(big[..., None] * np.asarray(tint, np.float32)[None, None, :], 0, 255).astype(np.uint8)
+        Image.fromarray(rgb).save(path, "PNG")
+    return len(job)
+
+
+def fashion_png_folder(root: Path, count: int, seed: int = 0) -> Path:
+    """``root/<class>/<index>.png``: the first ``count`` Fashion-MNIST training images as 96x96 RGB PNGs, each
+    tinted by a random colour (two processes write them)."""
+    import multiprocessing
+
+    import numpy as np
+
+    from pipeline.sources.idx import read_idx
+
+    images = read_idx(FASHION_DIR / "train-images-idx3-ubyte.gz", 3)[:count]
+    labels = read_idx(FASHION_DIR / "train-labels-idx1-ubyte.gz", 1)[:count]
+    tints = np.random.default_rng(seed).uniform(0.35, 1.0, (count, 3)).round(3)
+    for name in FASHION_NAMES:
+        (root / name).mkdir(parents=True, exist_ok=True)
+    jobs = [(root / FASHION_NAMES[int(labels[i])] / f"{i:05d}.png", images[i], tuple(tints[i]))
+            for i in range(count)]
+    chunks = [jobs[k:k + 500] for k in range(0, count, 500)]
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        written = sum(pool.imap_unordered(_write_pngs, chunks))
+    assert written == count
+    return root
+
+
+def _cnnpipe_rss(args: list, cwd: Path) -> tuple[float, float]:
+    """Run one ``cnnpipe`` command; (wall seconds, peak RSS in MiB of the process and the children it waited
+    for, from wait4)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "tasks.cli", *map(str, args)], cwd=cwd,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise click.ClickException(f"cnnpipe {args[0]} failed (exit {proc.returncode}); see its output above")
+    return round(time.perf_counter() - start, 2), round(usage.ru_maxrss / 1024, 1)
+
+
+def _data_sets(root: Path) -> list:
+    return ["--set", f"data.source=folder:{root}", "--set", "data.workers=2", "--set", "data.dedupe=false"]
+
+
+def large_folder(work: Path, sizes=(10_000, 60_000), epoch_model: str = "[16, 32, 64, 64]",
+                 png_dir: Path | None = None) -> dict:
+    """Ingest a folder of 96x96 RGB PNGs (Fashion-MNIST upscaled and tinted) of each size with 2 workers, then
+    train one epoch on the largest: wall time, images/s, CPU time and peak memory of each process.
+
+    ``png_dir`` keeps the generated folder between runs (made once, reused when complete)."""
+    from pipeline import artifacts, data
+
+    cfg = REPO / "configs" / "folder.yaml"
+    big = max(sizes)
+    start = time.perf_counter()
+    folder = Path(png_dir or work) / f"png{big}"
+    if not (folder / ".complete").is_file():
+        fashion_png_folder(folder, big)
+        (folder / ".complete").touch()
+    out = {"generate_seconds": round(time.perf_counter() - start, 1),
+           "folder_bytes": sum(p.stat().st_size for p in folder.rglob("*.png"))}
+    for n in sorted(sizes):
+        root = folder
+        if n != big:  # the first n images of the big folder, hard-linked
+            root = work / f"png{n}"
+            for path in folder.rglob("*.png"):
+                if int(path.stem) < n:
+                    (root / path.parent.name).mkdir(parents=True, exist_ok=True)
+                    os.link(path, root / path.parent.name / path.name)
+        run = f"folder{n}"
+        seconds, rss = _cnnpipe_rss(["ingest", "--config", cfg, "--run", run, *_data_sets(root)], work)
+        data_dir = work / "runs" / run / "data"
+        summary = artifacts.read_json(data_dir / "manifest.json")["summary"]
+        out[f"ingest_{n}"] = {"images": n, "wall_seconds": seconds,
+                              "images_per_second": summary["images_per_second"],
+                              "peak_rss_mb": summary["peak_rss_mb"],
+                              "worker_peak_rss_mb": summary.get("worker_peak_rss_mb"),
+                              "peak_rss_mb_wait4": rss, "cpu_seconds": summary.get("cpu_seconds"),
+                              "worker_cpu_seconds": summary.get("worker_cpu_seconds"),
+                              "shard_bytes": sum(p.stat().st_size for p in data_dir.glob("*.tfrecord"))}
+    run = f"folder{big}"
+    meta = data.read_meta(work / "runs" / run / "data")
+    epoch = {"model_filters": epoch_model, "cache_auto_picks": data.cache_mode(meta, "auto"),
+             "train_val_bytes": data.split_bytes(meta), "free_memory_bytes": data.free_memory()}
+    sets = [*_data_sets(folder), "--set", f"model.filters={epoch_model}", "--set", "train.epochs=1",
+            "--set", "train.warmup_epochs=0", "--set", "train.verbose=2"]
+    _cnnpipe(["build", "--config", cfg, "--run", run, *sets], work)
+    train_args = ["train", "--config", cfg, "--run", run, *sets]
+    epoch["wall_seconds"], epoch["peak_rss_mb"] = _cnnpipe_rss(train_args, work)
+    epoch["images"] = meta["counts"]["train"]
+    out["train_epoch"] = epoch
+    return out
+
+
 def table(results: dict) -> str:
     rows = []
     for group, values in results.items():
@@ -94,7 +201,13 @@ def table(results: dict) -> str:
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               default=Path("benchmarks/work"), show_default=True, help="Scratch folder (emptied first).")
 @click.option("--fashion-train", is_flag=True, help="Also train Fashion-MNIST end to end (slow).")
-def main(out: Path, work: Path, fashion_train: bool):
+@click.option("--large-folder/--no-large-folder", "large_folder_on", default=True, show_default=True,
+              help="Ingest 10,000 and 60,000 96x96 PNGs made from Fashion-MNIST, train one epoch (slow).")
+@click.option("--only-large-folder", is_flag=True, help="Run the large-folder entry alone.")
+@click.option("--png-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the large folder's PNGs here (made once, reused) instead of in --work.")
+def main(out: Path, work: Path, fashion_train: bool, large_folder_on: bool, only_large_folder: bool,
+         png_dir: Path | None):
     import shutil
 
     from pipeline import artifacts
@@ -109,10 +222,15 @@ def main(out: Path, work: Path, fashion_train: bool):
     work = work.resolve()
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                            "platform": platform.platform()}}
-    results["digits"] = digits(work)
-    results["latency_batch1"] = latency(work)
-    if Path("/usr/share/datasets/fashion-mnist").is_dir() or fashion_train:
-        results["fashion_mnist"] = fashion_input(work, fashion_train)
+    if not only_large_folder:
+        results["digits"] = digits(work)
+        results["latency_batch1"] = latency(work)
+        if Path("/usr/share/datasets/fashion-mnist").is_dir() or fashion_train:
+            results["fashion_mnist"] = fashion_input(work, fashion_train)
+    if large_folder_on or only_large_folder:
+        if not FASHION_DIR.is_dir():
+            raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
+        results["large_folder"] = large_folder(work, png_dir=png_dir.resolve() if png_dir else None)
     results["versions"] = artifacts.library_versions()
     artifacts.write_json(out, results)
     click.echo(table(results))

@@ -122,3 +122,31 @@ def test_table_is_short_plain_text(splits):
 def test_empty_splits_error():
     with pytest.raises(PipelineError, match="no splits"):
         preflight.run({}, NAMES, [], False)
+
+
+def test_streaming_checker_matches_the_in_memory_report(splits):
+    """Fed one image at a time (as ingest streams them), the checker decides and reports as run() does."""
+    _, expected = preflight.run(splits, NAMES, [], True)
+    checker = preflight.Checker(NAMES, dedupe=True)
+    kept = {}
+    for name in ("train", "val", "test"):
+        x, y = splits[name]
+        kept[name] = [int(x[i, 0, 0, 0]) for i in range(len(y)) if checker.add(name, sha(x[i]), y[i])]
+        if name == "train":
+            for image in x:  # pixel statistics accumulated block by block
+                checker.pixels(image[None])
+    assert kept == {"train": [1, 2, 3, 4, 5, 5], "val": [6, 7], "test": [8, 9]}
+    assert checker.report([]) == expected
+
+
+def test_skipped_and_ignored_files_counted_by_extension():
+    assert preflight.by_extension(["a/x.HEIC", "b/y.heic", "c/z.txt", "noext"]) == {
+        "": 1, ".heic": 2, ".txt": 1}
+    ignored = {"count": 3, "by_extension": {".heic": 2, ".txt": 1}, "examples": []}
+    checker = preflight.Checker(NAMES, dedupe=False)
+    for i, label in enumerate([0, 1, 2]):
+        checker.add("train", f"h{i}", label)
+    checker.pixels(images([1, 2, 3]))
+    report = checker.report([{"path": "q/broken.webp", "reason": "bad"}], ignored)
+    assert report["skipped"]["by_extension"] == {".webp": 1} and report["ignored"] == ignored
+    assert "ignored 3 file(s) in formats Pillow does not read: .heic 2, .txt 1" in preflight.table(report)
