@@ -13,7 +13,8 @@ from tasks.common import DEFAULT_CONFIG, echo
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Config file whose name is the run name (default: configs/default.yaml); the report shows "
                    "the config the stages recorded.")
-@click.option("--run", "run", default=None, metavar="NAME", help="Run name (default: the config file's name).")
+@click.option("--run", "run", default=None, metavar="NAME",
+              help="Run name (default: the config file's name).")
 @click.option("--runs-dir", "runs_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("runs"), show_default=True, help="Folder holding the run folders.")
 @click.option("--bench-runs", type=click.IntRange(0, 10000), default=30, show_default=True,

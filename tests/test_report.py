@@ -17,10 +17,12 @@ from pipeline.report import gather
 
 CHROMIUM = shutil.which("chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--hide-scrollbars"]
 # what the browser test adds to a copy of the page: on load, how many images decoded and how wide the page is
 PROBE = """<script>window.addEventListener("load", function () {
-  var n = 0; for (var i = 0; i < document.images.length; i++) { if (document.images[i].naturalWidth > 0) n++; }
+  var n = 0;
+  for (var i = 0; i < document.images.length; i++) { if (document.images[i].naturalWidth > 0) n++; }
   document.body.setAttribute("data-images", document.images.length);
   document.body.setAttribute("data-images-loaded", n);
   document.body.setAttribute("data-scroll-width", document.documentElement.scrollWidth);
@@ -110,7 +112,8 @@ def test_report_shows_every_section_with_the_run_s_numbers(written):
             f"({card['files']['int8']['bytes'] / 1024:.1f} KiB)", "int8 1x8x8x1",
             ", ".join(card["files"]["int8"]["ops"])] in rows
     assert f"{card['micro']['arena_bytes']:,} B" in html
-    latency = [r for r in rows if r and r[0] in ("model_int8.tflite", "model_float32.tflite") and r[1] == "20"]
+    files = ("model_int8.tflite", "model_float32.tflite")
+    latency = [r for r in rows if r and r[0] in files and r[1] == "20"]
     assert len(latency) == 2 and all(float(r[2]) > 0 for r in latency)
     assert ["train", "epochs", "4"] not in rows and ["epochs", "4"] in rows  # the recorded config
     assert ["keras", *[json.loads((run / d / "manifest.json").read_text())["versions"]["keras"]
@@ -133,12 +136,18 @@ def test_budget_rows_compare_measured_bytes_with_model_budget(own_run):
     card = json.loads((own_run / "export" / "model_card.json").read_text())
     int8, arena = card["files"]["int8"]["bytes"], card["micro"]["arena_bytes"]
     rows = gather.budget({"model.budget.flash_kb": 64, "model.budget.ram_kb": 1}, card, {})
-    assert rows == [{"what": "flash: int8 file", "limit": 65536, "bytes": int8, "kind": "measured", "fits": True},
-                    {"what": "RAM: TFLM arena", "limit": 1024, "bytes": arena, "kind": "measured", "fits": False}]
+    assert rows == [
+        {"what": "flash: int8 file", "limit": 65536, "bytes": int8, "kind": "measured", "fits": True},
+        {"what": "RAM: TFLM arena", "limit": 1024, "bytes": arena, "kind": "measured", "fits": False}]
     estimated = gather.budget({"model.budget.ram_kb": 8}, None, {"arena_bytes_estimate": 5000})
     assert estimated == [{"what": "RAM: TFLM arena", "limit": 8192, "bytes": 5000, "kind": "estimated",
                           "fits": True}]
     assert gather.budget({}, card, {}) == []
+    # without the micro bundle (export.micro off) the card's device check holds the arena and the budget
+    checked = {"files": {"int8": {"bytes": int8}},
+               "device": {"budget": {"ram_kb": 4}, "measured": {"arena_bytes": arena}}}
+    assert gather.budget({}, checked, {}) == [{"what": "RAM: TFLM arena", "limit": 4096, "bytes": arena,
+                                               "kind": "measured", "fits": arena <= 4096}]
 
 
 def test_report_before_export_says_so_in_one_line_per_section(own_run, tmp_path):
@@ -220,7 +229,8 @@ def test_chromium_renders_every_section_with_its_images(written, tmp_path):
     assert len([n for n in histogram if n]) > 50    # text and pictures, many grey levels
 
     # headless Chromium's narrowest window is 500 px: a phone held in portrait is narrower still
-    phone = _chromium(tmp_path, "--virtual-time-budget=5000", "--window-size=390,844", "--dump-dom", page.as_uri())
+    phone = _chromium(tmp_path, "--virtual-time-budget=5000", "--window-size=390,844", "--dump-dom",
+                      page.as_uri())
     body = dict(re.findall(r'(data-[a-z-]+)="(\d+)"', re.search(r"<body([^>]*)>", phone.stdout).group(1)))
     assert int(body["data-inner-width"]) <= 500
     # nothing wider than the screen: wide tables scroll sideways inside their own box

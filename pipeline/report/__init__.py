@@ -1,7 +1,7 @@
 """The run report: one self-contained HTML page (images embedded as base64 PNG, no network) that shows a run.
 
-``gather``   what the stages wrote: config, versions, class counts, curves, metrics, layer table, device figures
-``looks``    what needs the model: sample images, mistakes, labels int8 changes, filters, feature maps, latency
+``gather``   what the stages wrote: config, versions, class counts, curves, metrics, layers, device figures
+``looks``    what needs the model: samples, mistakes, labels int8 changes, filters, feature maps, latency
 ``figures``  the pictures (Pillow montages, matplotlib plots) as base64 PNG
 
 The page is rendered from ``pipeline/templates/report.html.j2`` with jinja2 (autoescaped). ``cnnpipe report``
@@ -26,11 +26,11 @@ def check(run_dir: Path) -> None:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run (see `cnnpipe runs`)")
-    for stage, folder, command in (("ingest", "data", "ingest"), ("train", "train", "train"),
-                                   ("evaluate", "eval", "evaluate")):
+    for stage, folder in (("ingest", "data"), ("train", "train"), ("evaluate", "eval")):
         if artifacts.read_manifest(run_dir / folder) is None:
-            raise UsageError(f"{run_dir / folder / 'manifest.json'}: not found; run `cnnpipe run --until evaluate "
-                             f"--run {run_dir.name}` before `cnnpipe report` ({command} has not finished)")
+            where = run_dir / folder / "manifest.json"
+            raise UsageError(f"{where}: not found; run `cnnpipe run --until evaluate --run {run_dir.name}` "
+                             f"before `cnnpipe report` ({stage} has not finished)")
 
 
 def _config(run_dir: Path, extra: dict | None) -> dict:

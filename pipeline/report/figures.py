@@ -28,7 +28,7 @@ def file_b64(path: Path) -> str | None:
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
-    """uint8 [H, W, C] (or [H, W]) -> uint8 [H, W, 3]: grey repeated, RGB kept, other channel counts: the first."""
+    """uint8 [H, W, C] (or [H, W]) -> uint8 [H, W, 3]: grey repeated, RGB kept, else the first channel."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[..., None]

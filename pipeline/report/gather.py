@@ -27,7 +27,8 @@ def config_sections(config: dict) -> list:
     for key, value in sorted(config.items()):
         section, _, rest = key.partition(".")
         sections.setdefault(section, []).append((rest, MISSING if value in (None, "") else value))
-    return sorted(sections.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(sections.items(), key=lambda kv: (rank.get(kv[0], len(order)), kv[0]))
 
 
 def versions(mans: dict) -> dict:
@@ -64,7 +65,8 @@ def training(run_dir: Path, train_manifest: dict | None) -> dict | None:
     return {"curves": figures.file_b64(train_dir / "training_curves.png"),
             "lr": figures.learning_rate(history, best), "best_epoch": best,
             "epochs_run": summary.get("epochs_run", len(history) or None),
-            "best_val_loss": summary.get("best_val_loss"), "best_val_accuracy": summary.get("best_val_accuracy"),
+            "best_val_loss": summary.get("best_val_loss"),
+            "best_val_accuracy": summary.get("best_val_accuracy"),
             "strategy": summary.get("strategy"), "wall_time_s": train_manifest.get("wall_time_s")}
 
 
@@ -106,16 +108,25 @@ def layers(run_dir: Path) -> dict | None:
     return {"rows": rows, "totals": summary.get("totals") or {}, "input_shape": summary.get("input_shape")}
 
 
+def arena_bytes(card: dict) -> int | None:
+    """The TFLM arena export measured: the micro bundle's, else the card's device check's."""
+    micro = (card.get("micro") or {}).get("arena_bytes")
+    if micro is not None:
+        return micro
+    return ((card.get("device") or {}).get("measured") or {}).get("arena_bytes")
+
+
 def budget(config: dict, card: dict | None, totals: dict) -> list:
     """Rows (what, limit bytes, measured or estimated bytes, fits) for ``model.budget``'s flash and RAM."""
     rows = []
     card = card or {}
     int8 = (card.get("files") or {}).get("int8", {}).get("bytes")
-    arena = (card.get("micro") or {}).get("arena_bytes")
+    arena = arena_bytes(card)
+    card_budget = (card.get("device") or {}).get("budget") or {}
     for key, what, measured, estimate in (
             ("flash_kb", "flash: int8 file", int8, totals.get("int8_bytes_estimate")),
             ("ram_kb", "RAM: TFLM arena", arena, totals.get("arena_bytes_estimate"))):
-        limit = config.get(f"model.budget.{key}")
+        limit = config.get(f"model.budget.{key}", card_budget.get(key))
         if limit is None:
             continue
         value, kind = (measured, "measured") if measured is not None else (estimate, "estimated")
@@ -131,7 +142,7 @@ def device(config: dict, card: dict | None, totals: dict, latency: list) -> dict
     micro = card.get("micro") or {}
     files = [{"fmt": fmt, "file": f["file"], "bytes": f["bytes"], "input": f.get("input", {}),
               "ops": f.get("ops", [])} for fmt, f in (card.get("files") or {}).items()]
-    return {"files": files, "arena_bytes": micro.get("arena_bytes"), "micro_ops": micro.get("ops", []),
+    return {"files": files, "arena_bytes": arena_bytes(card), "micro_ops": micro.get("ops", []),
             "tflm_matches_litert": micro.get("tflm_matches_litert"),
             "budget": budget(config, card, totals), "latency": latency,
             "estimates": {"int8 file (estimate)": totals.get("int8_bytes_estimate"),

@@ -114,7 +114,8 @@ def filters(model, limit: int = 64) -> dict | None:
     if type(layer).__name__.startswith(("Depthwise", "Separable")):  # [kh, kw, in, mult]: one per channel
         kernel = kernel.reshape(*kernel.shape[:2], 1, -1)
     tiles = figures.filter_tiles(kernel, limit)
-    return {"layer": layer.name, "shape": list(kernel.shape), "shown": len(tiles), "total": int(kernel.shape[-1]),
+    return {"layer": layer.name, "shape": list(kernel.shape), "shown": len(tiles),
+            "total": int(kernel.shape[-1]),
             "png": figures.montage(tiles, cols=min(16, len(tiles)), tile=32)}
 
 
