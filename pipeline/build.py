@@ -49,7 +49,8 @@ def model_summary(model, cfg) -> dict:
 
 
 def run(cfg, data_dir: Path, out: Path) -> tuple[list, dict, dict]:
-    """Build the model for the ingested data into ``out``; return (output files, summary, manifest additions)."""
+    """Build the model for the ingested data into ``out``; return (output files, summary, manifest
+    additions)."""
     from pipeline import data, models, train
 
     summary = check(cfg, data_dir)
@@ -64,8 +65,8 @@ def run(cfg, data_dir: Path, out: Path) -> tuple[list, dict, dict]:
     summary_txt = artifacts.write_text(out / "summary.txt", "\n".join(lines) + "\n")
     summary_json = artifacts.write_json(out / "summary.json", summary)
     t = summary["totals"]
-    brief = {"preset": "layers" if cfg.model.layers else cfg.model.preset, "params": models.param_count(model),
-             "layers": len(model.layers)}
+    brief = {"preset": "layers" if cfg.model.layers else cfg.model.preset,
+             "params": models.param_count(model), "layers": len(model.layers)}
     if t.get("macs") is not None:
         brief.update(macs=t["macs"], int8_bytes_estimate=t["int8_bytes_estimate"],
                      arena_bytes_estimate=t["arena_bytes_estimate"])

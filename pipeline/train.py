@@ -1,10 +1,10 @@
 """Compile and fit: Adam (AdamW with weight decay) on a warm-up + cosine schedule, early stopping on
 validation loss with the best weights kept, ``history.csv``, TensorBoard logs and a line per epoch.
 
-A transfer model (a frozen base under a new class layer) trains in two phases: the head for ``train.epochs``,
-then, when ``train.finetune_epochs`` > 0, the base unfrozen from ``model.unfreeze_from`` (batch norm stays frozen)
-at ``train.finetune_lr``. Each phase checkpoints its own state (``checkpoint/`` and ``checkpoint/finetune/``), so
-a kill in either phase resumes where it stopped.
+A transfer model (a frozen base under a new class layer) trains in two phases: the head for
+``train.epochs``, then, when ``train.finetune_epochs`` > 0, the base unfrozen from ``model.unfreeze_from``
+(batch norm stays frozen) at ``train.finetune_lr``. Each phase checkpoints its own state (``checkpoint/`` and
+``checkpoint/finetune/``), so a kill in either phase resumes where it stopped.
 
 Training resumes from the last completed epoch after a kill (:mod:`pipeline.resume`), runs under the
 ``tf.distribute`` strategy that ``train.strategy`` picks (:mod:`pipeline.strategy`) with ``train.batch_size``

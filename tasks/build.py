@@ -30,7 +30,8 @@ def show_spec(ctx: Context) -> str:
     from pipeline.errors import ConfigError
 
     if models.is_transfer(ctx.cfg.model):
-        raise ConfigError("--show-spec: a transfer model (model.base_model / model.backbone) has no layer spec")
+        raise ConfigError("--show-spec: a transfer model (model.base_model / model.backbone) "
+                          "has no layer spec")
     shape = _input_shape(ctx)
     blocks = models.resolved_spec(ctx.cfg.model, shape)
     models.plan(ctx.cfg.model, shape, 2)  # the same checks as build: shapes, kernels, residual joins
@@ -40,9 +41,10 @@ def show_spec(ctx: Context) -> str:
     return f"# {source} resolved for input {'x'.join(map(str, shape))}; the class layer is appended\n{text}"
 
 
-@click.command("build", help="Build the untrained Keras model from the model.* keys (writes model/model.keras, "
-                             "summary.json) and print its summary: output shape, parameters, MACs and receptive "
-                             "field of each layer, estimated int8 size and memory, checked against model.budget.")
+@click.command("build", help="Build the untrained Keras model from the model.* keys (writes "
+                             "model/model.keras, summary.json) and print its summary: output shape, "
+                             "parameters, MACs and receptive field of each layer, estimated int8 size and "
+                             "memory, checked against model.budget.")
 @stage_options
 @FORCE
 @click.option("--show-spec", "spec_only", is_flag=True,

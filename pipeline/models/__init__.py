@@ -34,8 +34,8 @@ def plan(model_cfg, input_shape, num_classes: int) -> list:
         if model_cfg.layers or not any(k in text for k in ("larger than its input", "reaches zero")):
             raise
         size = "x".join(map(str, input_shape[:-1]))  # a preset's shapes follow from the image size alone
-        raise ConfigError(f"data.image_size: {size} is too small for the model's pooling and kernels ({text}); "
-                          f"use larger images or fewer blocks") from None
+        raise ConfigError(f"data.image_size: {size} is too small for the model's pooling and kernels "
+                          f"({text}); use larger images or fewer blocks") from None
 
 
 def is_transfer(model_cfg) -> bool:
@@ -55,7 +55,8 @@ def build(model_cfg, input_shape, num_classes: int, runs_root: Path | str = "run
     if model_cfg.backbone:
         return transfer.backbone(model_cfg, input_shape, num_classes)
     ops = plan(model_cfg, input_shape, num_classes)
-    summary.check_memory(summary.estimate(ops), "model" if model_cfg.layers else f"model.preset {model_cfg.preset}")
+    where = "model" if model_cfg.layers else f"model.preset {model_cfg.preset}"
+    summary.check_memory(summary.estimate(ops), where)
     keras.utils.set_random_seed(model_cfg.seed)
     name = "cnnpipe_layers" if model_cfg.layers else f"cnnpipe_{model_cfg.preset}"
     return spec.to_keras(ops, name, model_cfg.initializer, model_cfg.l2)
@@ -71,7 +72,8 @@ def load(path: str | Path, compile: bool = True):
     if not path.is_file():
         raise PipelineError(f"{path}: model file not found")
     if not zipfile.is_zipfile(path):
-        raise PipelineError(f"{path}: not a readable .keras model (not a zip archive: truncated or another format)")
+        raise PipelineError(f"{path}: not a readable .keras model "
+                            f"(not a zip archive: truncated or another format)")
     try:
         return keras.models.load_model(path, compile=compile, safe_mode=True)
     except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError ... from a corrupt or foreign file

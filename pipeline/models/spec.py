@@ -1,10 +1,11 @@
 """The layer spec: a model written as a list of blocks in the words of a CNN course.
 
-``model.layers`` (or a preset) is a list of one-key mappings, ``{conv: {filters: 16, kernel: 3}}``, ``{bn: {}}``,
-``{dropout: 0.2}``, ``{residual: [...blocks...]}``. :func:`normalize` checks names, keys and values and fills in
-defaults; :func:`plan` walks the blocks with the input shape and returns one :class:`Op` per Keras layer (output
-shape, parameters, MACs, receptive field) without importing TensorFlow, so a bad spec or a model too large for
-the machine is refused before Keras builds anything; :func:`to_keras` then builds exactly that graph.
+``model.layers`` (or a preset) is a list of one-key mappings, ``{conv: {filters: 16, kernel: 3}}``,
+``{bn: {}}``, ``{dropout: 0.2}``, ``{residual: [...blocks...]}``. :func:`normalize` checks names, keys and
+values and fills in defaults; :func:`plan` walks the blocks with the input shape and returns one :class:`Op`
+per Keras layer (output shape, parameters, MACs, receptive field) without importing TensorFlow, so a bad spec
+or a model too large for the machine is refused before Keras builds anything; :func:`to_keras` then builds
+exactly that graph.
 """
 from __future__ import annotations
 
@@ -112,7 +113,8 @@ def normalize(layers, where: str = "model.layers") -> list[tuple[str, object]]:
         if isinstance(item, str):
             item = {item: {}}
         if not isinstance(item, dict) or len(item) != 1:
-            raise _err(here, f"a block is a mapping with one key, like {{conv: {{filters: 16}}}}, got {item!r}")
+            raise _err(here, f"a block is a mapping with one key, like {{conv: {{filters: 16}}}}, "
+                             f"got {item!r}")
         (kind, args), = item.items()
         if kind not in BLOCKS:
             raise _err(here, f"unknown block {kind!r} (known: {', '.join(BLOCKS)})")
@@ -163,7 +165,7 @@ class Op:
     out_shape: tuple
     params: int = 0
     macs: int = 0
-    rf: tuple = ()                  # receptive field (per spatial axis) of one output element, in input pixels
+    rf: tuple = ()                  # receptive field of one output element per spatial axis, in pixels
     jump: tuple = ()                # distance in input pixels between neighbouring outputs
     held: int = 0                   # elements of other tensors kept alive meanwhile (a residual's skip input)
     extra: dict = field(default_factory=dict)
@@ -212,7 +214,8 @@ class Planner:
         spatial, c = shape[:-1], shape[-1]
         if kind == "conv1d" and len(shape) == 3:
             if shape[0] != 1:
-                raise _err(where, f"conv1d needs a sequence or a one-row image [1, length], got {_shape(shape)}")
+                raise _err(where, f"conv1d needs a sequence or a one-row image [1, length], "
+                                  f"got {_shape(shape)}")
             prev = self.add(Op(f"{name}_to_sequence", "reshape", where, {}, [prev.name], shape, shape[1:],
                                rf=rf[1:], jump=jump[1:], held=held))
             shape, rf, jump = prev.out_shape, prev.rf, prev.jump

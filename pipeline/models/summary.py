@@ -41,7 +41,8 @@ def nodes(ops) -> list[dict]:
             by_name[op.name] = {"name": "input", "kind": "input", "out_shape": op.out_shape}
             continue
         prev = by_name.get(op.inputs[0]) if op.inputs else None
-        if op.kind in FOLDED or (op.kind == "activation" and op.args.get("name") in ("relu", "relu6", "linear")):
+        fused = op.kind == "activation" and op.args.get("name") in ("relu", "relu6", "linear")
+        if op.kind in FOLDED or fused:
             if prev is not None:
                 by_name[op.name] = prev
             if op.kind == "bn" and prev is not None and prev["kind"] not in WEIGHTED + ("separable_conv",):
@@ -114,7 +115,8 @@ def table(summary: dict) -> str:
     t = summary["totals"]
     lines += ["  " + "-" * (len(head) - 2),
               f"  parameters {t['params']:,}   MACs per inference {t['macs']:,} ({human(t['macs'])})",
-              f"  int8 file ~{t['int8_bytes_estimate']:,} B   peak activations ~{t['peak_activation_bytes']:,} B "
+              f"  int8 file ~{t['int8_bytes_estimate']:,} B   "
+              f"peak activations ~{t['peak_activation_bytes']:,} B "
               f"(at {t['peak_activation_layer']})   TFLM arena ~{t['arena_bytes_estimate']:,} B",
               f"  largest layer: {t['largest_layer']} ({t['largest_layer_params']:,} parameters)"]
     return "\n".join(lines)
@@ -156,23 +158,25 @@ def check_budget(totals: dict, budget: dict) -> None:
     flash, ram = budget.get("flash_kb"), budget.get("ram_kb")
     if flash is not None and totals["int8_bytes_estimate"] > flash * 1024:
         raise ConfigError(
-            f"model.budget.flash_kb: the int8 file is estimated at {totals['int8_bytes_estimate'] / 1024:,.1f} KB, "
+            f"model.budget.flash_kb: the int8 file is estimated at "
+            f"{totals['int8_bytes_estimate'] / 1024:,.1f} KB, "
             f"over the budget of {flash} KB; the largest layer is {totals['largest_layer']} "
             f"({totals['largest_layer_params']:,} parameters)")
     if ram is not None and totals["arena_bytes_estimate"] > ram * 1024:
         raise ConfigError(
-            f"model.budget.ram_kb: the tensor arena is estimated at {totals['arena_bytes_estimate'] / 1024:,.1f} KB, "
+            f"model.budget.ram_kb: the tensor arena is estimated at "
+            f"{totals['arena_bytes_estimate'] / 1024:,.1f} KB, "
             f"over the budget of {ram} KB; the largest activations are at {totals['peak_activation_layer']} "
             f"({totals['peak_activation_bytes']:,} B live)")
 
 
-def device_check(budget: dict, summary_path: Path | None, files: dict, folder: Path | None = None, images=None,
-                 arena_bytes: int | None = None) -> tuple[dict, list]:
+def device_check(budget: dict, summary_path: Path | None, files: dict, folder: Path | None = None,
+                 images=None, arena_bytes: int | None = None) -> tuple[dict, list]:
     """The measured int8 file size and TFLM arena beside the build estimates, and the budget failures.
 
-    ``files`` is export's table of converted files (written under ``folder``); unless ``arena_bytes`` is given,
-    the arena is measured here in TFLM on the first of ``images`` (raw pixels). Returns (the model card's
-    ``device`` section, failure lines for the export gate)."""
+    ``files`` is export's table of converted files (written under ``folder``); unless ``arena_bytes`` is
+    given, the arena is measured here in TFLM on the first of ``images`` (raw pixels). Returns (the model
+    card's ``device`` section, failure lines for the export gate)."""
     from pipeline import artifacts
 
     totals = {}
@@ -196,7 +200,8 @@ def device_check(budget: dict, summary_path: Path | None, files: dict, folder: P
             out["measured"][f"{key}_vs_estimate"] = round(out["measured"][meas] / totals[est], 3)
     flash, ram = budget.get("flash_kb"), budget.get("ram_kb")
     if flash is not None and int8["bytes"] > flash * 1024:
-        failures.append(f"{int8['file']} is {int8['bytes'] / 1024:,.1f} KB, over model.budget.flash_kb = {flash}")
+        failures.append(f"{int8['file']} is {int8['bytes'] / 1024:,.1f} KB, "
+                        f"over model.budget.flash_kb = {flash}")
     if ram is not None and arena_bytes is not None and arena_bytes > ram * 1024:
         failures.append(f"{int8['file']} needs a TFLM arena of {arena_bytes / 1024:,.1f} KB, over "
                         f"model.budget.ram_kb = {ram}")

@@ -3,9 +3,9 @@
 two training phases (head with the base frozen, then fine-tuning from ``model.unfreeze_from``).
 
 The reused part is one nested layer named ``base``. While frozen it is not trainable, so its batch-norm layers
-run in inference mode (Keras 3: a non-trainable BatchNormalization uses its moving statistics); when fine-tuning
-unfreezes the layers from ``model.unfreeze_from``, batch-norm layers stay frozen, as Keras' transfer-learning
-guide recommends, so a few small batches cannot wreck the statistics the base learned.
+run in inference mode (Keras 3: a non-trainable BatchNormalization uses its moving statistics); when
+fine-tuning unfreezes the layers from ``model.unfreeze_from``, batch-norm layers stay frozen, as Keras'
+transfer-learning guide recommends, so a few small batches cannot wreck the statistics the base learned.
 """
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def make_backbone(name: str, input_shape, width: float):
         return apps.MobileNetV3Small(input_shape=shape, alpha=width, include_top=False, weights=None,
                                      pooling="avg", include_preprocessing=False, name=BASE)
     except ValueError as exc:
-        raise ConfigError(f"model.backbone: {name} at input {shape}: {str(exc).splitlines()[0][:160]}") from None
+        reason = str(exc).splitlines()[0][:160]
+        raise ConfigError(f"model.backbone: {name} at input {shape}: {reason}") from None
 
 
 def _with_head(features, model_cfg, input_shape, num_classes, rescale, dropout: float):
