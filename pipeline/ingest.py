@@ -110,6 +110,14 @@ def _file_stream(src, plan: dict, data_cfg, workers: int, worker_peak: list):
                 future.cancel()
 
 
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask where the system has one): data.workers: 0."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _cpu_seconds(who) -> float:
     usage = resource.getrusage(who)
     return round(usage.ru_utime + usage.ru_stime, 2)
@@ -204,7 +212,7 @@ def run(cfg, out: Path) -> tuple[list, dict, dict]:
     src = sources.load(dc)
     labels = np.concatenate([np.asarray(y, np.int64) for _, y in src.splits.values()])
     plan = data.split_indices({k: y for k, (_, y) in src.splits.items()}, dc, allow_empty=True)
-    workers = dc.workers or os.cpu_count() or 1
+    workers = dc.workers or cpu_count()
     _clear(out)
     writer = _Writer(src, labels, out, dc, {name: len(index) for name, index in plan.items()})
     total = sum(len(v) for v in plan.values())
@@ -227,6 +235,8 @@ def run(cfg, out: Path) -> tuple[list, dict, dict]:
     meta = {"class_names": src.class_names, "image_shape": [int(s) for s in writer.shape],
             "counts": {k: int(v["images"]) for k, v in report["splits"].items()},
             "origin": src.origin, "resize": dc.resize, "notes": src.notes}
+    if src.encoding:  # sequences and audio: how the source turned its signal into uint8 pixels
+        meta["encoding"] = src.encoding
     report["notes"] = src.notes
     outputs.append(artifacts.write_json(out / "classes.json", meta))
     outputs.append(artifacts.write_json(out / "preflight.json", report))

@@ -73,10 +73,12 @@ def bench_data(ctx: Context, epochs: int, batch_size: int | None, train_steps: i
     batch_size = batch_size or cfg.train.batch_size
     augment_fn = augment.build(cfg.augment, len(meta["class_names"]), cfg.train.seed)
     ops = augment_fn.ops if augment_fn is not None else []
+    cache = data.cache_mode(meta, cfg.train.cache)
     echo(f"input pipeline: {meta['counts']['train']:,} training images, batch {batch_size}, "
-         f"augmentation: {', '.join(ops) or 'off'}, {epochs} timed epoch(s) after 1 warm-up")
-    ds = data.train_dataset(data_dir, meta, batch_size, cfg.train.seed, augment_fn)
-    result = {"run": ctx.run, "batch_size": batch_size, "augmentation": ops, "cpu_count": os.cpu_count(),
+         f"augmentation: {', '.join(ops) or 'off'}, cache: {cache}, {epochs} timed epoch(s) after 1 warm-up")
+    ds = data.train_dataset(data_dir, meta, batch_size, cfg.train.seed, augment_fn, cache=cfg.train.cache)
+    result = {"run": ctx.run, "batch_size": batch_size, "augmentation": ops, "cache": cache,
+              "cpu_count": os.cpu_count(),
               "pipeline": time_pipeline(ds, epochs)}
     pipe = result["pipeline"]
     echo(f"  pipeline: {pipe['images_per_second']:>12,.0f} images/s  (epochs {pipe['epoch_seconds']} s, "

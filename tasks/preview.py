@@ -57,7 +57,7 @@ def augmented_samples(data_dir: Path, cfg, count: int):
 
     meta = data.read_meta(data_dir)
     augment_fn = augment.build(cfg.augment, len(meta["class_names"]), cfg.train.seed)
-    ds = data.train_dataset(data_dir, meta, count, cfg.train.seed, augment_fn)
+    ds = data.train_dataset(data_dir, meta, count, cfg.train.seed, augment_fn, cache="none")  # one batch
     images, labels = next(iter(ds.take(1)))
     ops = augment_fn.ops if augment_fn is not None else []
     return images.numpy(), labels.numpy(), meta, ops
