@@ -85,19 +85,20 @@ def _card(cfg, run: str, meta: dict, model, keras_acc: float, n_test: int, files
 def export_run(cfg, run_dir: Path, model_path: Path, data_dir: Path, out: Path, dest: Path):
     meta = data.read_meta(data_dir)
     names = meta["class_names"]
-    x_train, y_train = data.load_split(data_dir, "train", meta)
+    y_train = data.read_labels(data_dir, "train")  # calibration: labels streamed, only the sample decoded
     x_test, y_test = data.load_split(data_dir, "test", meta)
     model = models.load(model_path, compile=False)
     ref_probs = model.predict(x_test.astype(np.float32), batch_size=256, verbose=0)
     keras_acc = float((ref_probs.argmax(1) == y_test).mean())
     rep_idx = export.representative_sample(y_train, cfg.export.representative_samples, cfg.data.seed)
+    rep_images = data.take(data_dir, "train", rep_idx, meta)
     if cfg.export.rgb_input and meta["image_shape"][-1] == 1:  # the files take RGB (luminance inside)
         x_test, meta = np.repeat(x_test, 3, axis=-1), {**meta, "image_shape": [*meta["image_shape"][:2], 3]}
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging-", dir=dest.parent))  # ours alone
     try:
-        files = _convert_all(cfg, model, x_train[rep_idx], x_test, y_test, ref_probs, names, staging)
+        files = _convert_all(cfg, model, rep_images, x_test, y_test, ref_probs, names, staging)
         card = _card(cfg, run_dir.name, meta, model, keras_acc, len(y_test), files, len(rep_idx))
         card["device"], device_failures = models.summary.device_check(  # measured vs estimated, model.budget
             cfg.model.budget, run_dir / "model" / "summary.json", files, staging, x_test)
