@@ -52,7 +52,7 @@ def test_empty_folder_single_class_and_mixed_sizes(workdir):
     result = invoke(["ingest", "--run", "bad", "--set", "data.source=folder:one"])
     _one_line_error(result, 1, "folder:one", "at least 2 class")
 
-    for i, size in enumerate([(8, 8), (12, 10), (8, 8), (8, 8)]):
+    for i, size in enumerate([(8, 8), (12, 10)] + [(8, 8)] * 10):  # enough images for every split
         _png(workdir / "mixed" / ("a" if i % 2 else "b") / f"{i}.png", size)
     result = invoke(["ingest", "--run", "bad", "--set", "data.source=folder:mixed"])
     _one_line_error(result, 1, "folder:mixed", "differ in size", "data.image_size")
@@ -101,17 +101,20 @@ def test_image_too_small_for_pooling(workdir):
     assert not (workdir / "runs/small/model/model.keras").exists()
 
 
-def test_corrupt_keras_file_given_to_evaluate_and_export(workdir):
-    args = ["--config", DEFAULT_CONFIG, "--run", "bad"]
-    assert invoke(["ingest", *args]).exit_code == 0
+def test_corrupt_keras_file_given_to_evaluate_export_and_build(workdir):
+    args = ["--config", DEFAULT_CONFIG, "--run", "bad", *TINY, "--set", "train.epochs=1"]
+    assert invoke(["run", "--until", "train", *args]).exit_code == 0
     model = workdir / "runs/bad/train/model.keras"
-    model.parent.mkdir(parents=True)
-    model.write_bytes(b"PK\x03\x04" + b"\x00" * 100)  # a truncated zip
+    model.write_bytes(b"PK\x03\x04" + b"\x00" * 100)  # the trained model truncated after the fact
     for stage in ("evaluate", "export"):
         result = invoke([stage, *args])
-        _one_line_error(result, 1, "runs/bad/train/model.keras", "not a readable .keras model")
-    assert not (workdir / "runs/bad/eval/metrics.json").exists()
+        _one_line_error(result, 2, "stage train of run bad is stale", "output model.keras is missing or changed")
+    assert not (workdir / "runs/bad/eval").exists()
     assert not (workdir / "exported").exists()
+    result = invoke(["run", "--until", "build", *args, "--run", "transfer", "--set", f"model.base_model={model}"])
+    assert result.exit_code != 0
+    _one_line_error(result, result.exit_code, str(model), "not a readable .keras model")
+    assert not (workdir / "runs/transfer/model/model.keras").exists()
 
 
 def test_full_disk_during_export_keeps_the_previous_bundle(workdir, monkeypatch):
