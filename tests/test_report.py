@@ -3,6 +3,7 @@ the copy in the published bundle, and the page rendered by headless Chromium."""
 import base64
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -235,3 +236,58 @@ def test_chromium_renders_every_section_with_its_images(written, tmp_path):
     assert int(body["data-inner-width"]) <= 500
     # nothing wider than the screen: wide tables scroll sideways inside their own box
     assert int(body["data-scroll-width"]) <= int(body["data-inner-width"])
+
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+def _idx_subset(src, dest, train: int, test: int) -> None:
+    """The first images of the Fashion-MNIST IDX files, written as IDX files with the class names beside."""
+    import gzip
+
+    import numpy as np
+
+    from pipeline.sources import idx
+
+    dest.mkdir()
+    for prefix, n in (("train", train), ("t10k", test)):
+        images = idx.read_idx(src / f"{prefix}-images-idx3-ubyte.gz", 3)[:n]
+        labels = idx.read_idx(src / f"{prefix}-labels-idx1-ubyte.gz", 1)[:n]
+        for kind, array, code in (("images-idx3", images, 3), ("labels-idx1", labels, 1)):
+            header = bytes([0, 0, 0x08, code]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+            with gzip.open(dest / f"{prefix}-{kind}-ubyte.gz", "wb") as fh:
+                fh.write(header + np.ascontiguousarray(array, np.uint8).tobytes())
+    (dest / "classes.txt").write_text("\n".join(idx.FASHION_MNIST_CLASSES) + "\n")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None or not os.path.isdir(FASHION),
+                    reason="needs headless Chromium and the Debian package dataset-fashion-mnist")
+def test_fashion_mnist_report_in_chromium(workdir, tmp_path):
+    """A short Fashion-MNIST run (4,000 training images, 2 epochs) through export, its report rendered."""
+    from pathlib import Path
+
+    from conftest import REPO
+
+    _idx_subset(Path(FASHION), tmp_path / "fashion-subset", 4000, 1000)
+    result = invoke(["run", "--config", REPO / "configs" / "fashion_mnist.yaml", "--run", "fashion",
+                     "--set", f"data.source=idx:{tmp_path / 'fashion-subset'}", "--set", "data.fallback=",
+                     "--set", "train.epochs=2", "--set", "model.filters=[16, 32]", "--set", "train.verbose=0",
+                     "--set", "export.representative_samples=200"])
+    assert result.exit_code == 0, result.output
+    assert "Ankle boot" in (workdir / "exported" / "fashion" / "report.html").read_text()  # the bundle's copy
+    assert invoke(["report", "--run", "fashion"]).exit_code == 0
+    html = (workdir / "runs" / "fashion" / "report.html").read_text()
+    for name in ("T-shirt/top", "Trouser", "Ankle boot"):
+        assert f"<td>{name}<br>" in html  # a row of sample images per class
+    page = tmp_path / "probe.html"
+    page.write_text(html.replace("</body>", PROBE + "</body>"))
+    dom = _chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
+    attrs = dict(re.findall(r'(data-[a-z-]+)="(\d+)"', re.search(r"<body([^>]*)>", dom.stdout).group(1)))
+    assert attrs["data-images-loaded"] == attrs["data-images"] == str(html.count("<img"))
+    for section in report.SECTIONS:
+        assert f'<section id="{section}">' in dom.stdout
+    shot = tmp_path / "fashion-report.png"
+    assert _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1100,2400", page.as_uri()).returncode == 0
+    histogram = Image.open(shot).convert("L").histogram()
+    assert max(histogram) < 0.97 * sum(histogram) and len([n for n in histogram if n]) > 50
