@@ -27,8 +27,8 @@ CHUNK_BYTES = 4 << 20      # decoded pixels per chunk handed to a worker
 IN_FLIGHT_PER_WORKER = 2   # chunks queued per worker: keeps them busy, bounds memory
 
 
-def _decode_chunk(paths: list, opts) -> list:
-    """In a worker: [(image or None, reason, sha1)] for each file, in order."""
+def _decode_chunk(paths: list, opts) -> tuple[list, float]:
+    """In a worker: ([(image or None, reason, sha1)] for each file, in order; the worker's peak memory)."""
     from pipeline.preflight import digest
     from pipeline.sources.folder import decode
 
@@ -53,8 +53,10 @@ def _own_peak_mb() -> float:
 
 
 def _chunk_size(item_bytes: int | None) -> int:
+    """Items per chunk: about CHUNK_BYTES of decoded pixels; 8 when the size is unknown (images kept as
+    they are, which may be large photos)."""
     if not item_bytes:
-        return 32
+        return 8
     return int(np.clip(CHUNK_BYTES // item_bytes, 8, 1024))
 
 
