@@ -64,9 +64,9 @@ test: $(STAMP) $(CHROMIUM)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-## benchmark: measure training, input-pipeline and edge-inference speed; writes benchmarks/results.json
-benchmark: $(STAMP)
-	$(BIN)/python -m tasks.benchmark --out benchmarks/results.json
+## benchmark: Fashion-MNIST default vs the Keras baseline, digits, latency, large folder; benchmarks/results/*.json
+benchmark: $(STAMP) $(FASHION)
+	$(BIN)/python -m tasks.benchmark --out benchmarks/results $(if $(BUDGET),--fashion-budget $(BUDGET))
 
 ## clean: remove runs/ and exported bundles (keeps .venv)
 clean:

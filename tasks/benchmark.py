@@ -1,11 +1,12 @@
-"""``make benchmark``: speed figures measured on this machine, written to JSON and printed as a table.
+"""``make benchmark``: speed and accuracy figures measured on this machine, written to
+``benchmarks/results/<timestamp>.json`` and ``latest.json`` and printed as tables.
 
 1. The default digits run, stage by stage (fresh run folder): wall time, test accuracy, int8 accuracy.
-2. Fashion-MNIST (local IDX files or TFDS): the input pipeline alone against what training consumes
-   (``cnnpipe bench-data``), with the default Fashion-MNIST augmentation.
-3. Batch-1 LiteRT latency of the exported float32 and int8 digits models (``cnnpipe bench``).
-
-``--fashion-train`` also trains Fashion-MNIST end to end (about 10-15 minutes on 2 cores).
+2. Batch-1 LiteRT latency of the exported float32 and int8 digits models (``cnnpipe bench``).
+3. Fashion-MNIST (local IDX files or TFDS): the input pipeline alone against what training consumes
+   (``cnnpipe bench-data``); then our default config against the Keras simple-convnet baseline, each trained
+   through the pipeline for ``--fashion-budget`` seconds (:mod:`tasks.bench_fashion`).
+4. A folder of 10,000 and 60,000 96x96 PNGs: streaming ingest and one training epoch, with peak memory.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def digits(work: Path) -> dict:
     return out
 
 
-def fashion_input(work: Path, train_too: bool) -> dict:
+def fashion_input(work: Path) -> dict:
     cfg = REPO / "configs" / "fashion_mnist.yaml"
     out = {"ingest_seconds": _cnnpipe(["ingest", "--config", cfg], work)}
     result = work / "bench_data.json"
@@ -57,22 +58,19 @@ def fashion_input(work: Path, train_too: bool) -> dict:
     out["training_images_per_second"] = figures["training"]["images_per_second"]
     out["pipeline_over_training"] = figures["ratio"]
     out["augmentation"] = figures["augmentation"]
-    if train_too:
-        out["train_run_seconds"] = _cnnpipe(["run", "--config", cfg, "--set", "train.verbose=0"], work)
-        out["test_accuracy"] = json.loads(
-            (work / "runs/fashion_mnist/eval/metrics.json").read_text())["accuracy"]
     return out
+
+
+def bench_file(model: Path, work: Path) -> dict:
+    """LiteRT latency of one .tflite file at batch 1 on one thread (``cnnpipe bench``, 300 runs)."""
+    result = work / f"bench_{model.parent.name}_{model.stem}.json"
+    _cnnpipe(["bench", model, "--runs", "300", "--threads", "1", "--json-out", result], work)
+    figures = json.loads(result.read_text())
+    return {k: figures[k] for k in ("init_ms", "first_ms", "mean_ms", "p50_ms", "p99_ms")}
 
 
 def latency(work: Path) -> dict:
-    out = {}
-    for fmt in ("float32", "int8"):
-        result = work / f"bench_{fmt}.json"
-        _cnnpipe(["bench", work / f"exported/default/model_{fmt}.tflite", "--runs", "300",
-                  "--threads", "1", "--json-out", result], work)
-        figures = json.loads(result.read_text())
-        out[fmt] = {k: figures[k] for k in ("init_ms", "first_ms", "mean_ms", "p50_ms", "p99_ms")}
-    return out
+    return {fmt: bench_file(work / f"exported/default/model_{fmt}.tflite", work) for fmt in ("float32", "int8")}
 
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -196,18 +194,20 @@ def table(results: dict) -> str:
 
 
 @click.command()
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("benchmarks/results.json"), show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("benchmarks/results"), show_default=True,
+              help="Folder of results: <timestamp>.json and latest.json.")
+@click.option("--fashion-budget", type=float, default=900.0, show_default=True,
+              help="Training seconds for each Fashion-MNIST config (our default and the baseline); 0 skips them.")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               default=Path("benchmarks/work"), show_default=True, help="Scratch folder (emptied first).")
-@click.option("--fashion-train", is_flag=True, help="Also train Fashion-MNIST end to end (slow).")
 @click.option("--large-folder/--no-large-folder", "large_folder_on", default=True, show_default=True,
               help="Ingest 10,000 and 60,000 96x96 PNGs made from Fashion-MNIST, train one epoch (slow).")
 @click.option("--only-large-folder", is_flag=True, help="Run the large-folder entry alone.")
 @click.option("--png-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the large folder's PNGs here (made once, reused) instead of in --work.")
-def main(out: Path, work: Path, fashion_train: bool, large_folder_on: bool, only_large_folder: bool,
-         png_dir: Path | None):
+def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
+         only_large_folder: bool, png_dir: Path | None):
     import shutil
 
     from pipeline import artifacts
@@ -225,16 +225,31 @@ def main(out: Path, work: Path, fashion_train: bool, large_folder_on: bool, only
     if not only_large_folder:
         results["digits"] = digits(work)
         results["latency_batch1"] = latency(work)
-        if Path("/usr/share/datasets/fashion-mnist").is_dir() or fashion_train:
-            results["fashion_mnist"] = fashion_input(work, fashion_train)
+        if FASHION_DIR.is_dir():
+            results["fashion_mnist"] = fashion_input(work)
+    if fashion_budget > 0 and not only_large_folder:
+        from tasks import bench_fashion
+
+        if not FASHION_DIR.is_dir():
+            raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
+        results["fashion_vs_baseline"] = bench_fashion.compare(work, REPO, fashion_budget, _cnnpipe, bench_file)
     if large_folder_on or only_large_folder:
         if not FASHION_DIR.is_dir():
             raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
         results["large_folder"] = large_folder(work, png_dir=png_dir.resolve() if png_dir else None)
     results["versions"] = artifacts.library_versions()
-    artifacts.write_json(out, results)
-    click.echo(table(results))
-    click.echo(f"wrote {out}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results["finished"] = stamp
+    artifacts.write_json(out / f"{stamp}.json", results)
+    artifacts.write_json(out / "latest.json", results)
+    click.echo(table({k: v for k, v in results.items() if k != "fashion_vs_baseline"}))
+    if "fashion_vs_baseline" in results:
+        from tasks import bench_fashion
+
+        click.echo("\nFashion-MNIST: our default against the Keras simple convnet, "
+                   f"{fashion_budget:.0f} s of training each")
+        click.echo(bench_fashion.table(results["fashion_vs_baseline"]))
+    click.echo(f"wrote {out / (stamp + '.json')} and {out / 'latest.json'}")
 
 
 if __name__ == "__main__":
