@@ -54,7 +54,9 @@ TRAIN = {
 @pytest.mark.parametrize("preset", list(TRAIN))
 def test_preset_trains_and_exports_full_int8(preset, workdir):
     sets = [f"model.preset={preset}", "train.batch_size=32", "train.warmup_epochs=0", "train.verbose=0",
-            "train.patience=100", "export.representative_samples=200", "export.golden_vectors=2", *TRAIN[preset]]
+            "train.patience=100", "export.representative_samples=200", "export.golden_vectors=2",
+            # ~36 test images a class: one changed label is 2.8 points of recall; the overall gate stays at 1 point
+            "export.max_class_drop=10", *TRAIN[preset]]
     args = ["run", "--config", DEFAULT_CONFIG, "--run", preset]
     for item in sets:
         args += ["--set", item]
