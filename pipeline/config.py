@@ -35,7 +35,8 @@ def opt(default, help: str, *, choices=None, min=None, max=None):
 
 @dataclass
 class DataConfig:
-    source: str = opt("digits", "digits | tfds:<name> | idx:<dir> | folder:<dir>")
+    source: str = opt("digits", "digits | tfds:<name> | idx:<dir> | folder:<dir> | csv:<file> | mnist1d | "
+                      "npz:<file> | ucr:<name> | audio:<dir>")
     image_size: list = opt([], "[height, width] the images are resized to (a single number n means [n, n]); "
                            "[] keeps the source size")
     channels: int = opt(1, "1 (grayscale) or 3 (RGB); images are converted to this", choices=[1, 3])
@@ -51,6 +52,12 @@ class DataConfig:
     fallback: str = opt("", "source used when the primary source is unavailable offline (e.g. idx:<dir>)")
     shard_size: int = opt(10000, "records per TFRecord shard written by ingest", min=100)
     workers: int = opt(0, "processes decoding image files at ingest; 0 = the CPU count", min=0, max=256)
+    sequence_length: int = opt(0, "sequences (npz:, ucr:): length every sequence is brought to; 0 = the "
+                               "longest in the source", min=0, max=1_000_000)
+    sequence_fit: str = opt("pad", "sequences of another length: pad (zeros after the end, longer ones cut) "
+                            "or resample (linear interpolation)", choices=["pad", "resample"])
+    audio: dict = opt({}, "audio:<dir> log-mel front end {sample_rate, clip_seconds, window_ms, hop_ms, mels, "
+                      "fmin, fmax}; unset keys keep their defaults (docs/sequences.md)")
 
 
 @dataclass
@@ -71,7 +78,8 @@ class AugmentConfig:
 class ModelConfig:
     preset: str = opt("small", "small (conv blocks below) | lenet5 | resnet8 | ds_cnn | mobilenet | conv1d "
                       "(sequences); cnnpipe build --show-spec prints it as model.layers",
-                      choices=["small", "lenet5", "resnet8", "ds_cnn", "mobilenet", "conv1d"])
+                      choices=["small", "lenet5", "resnet8", "ds_cnn", "mobilenet", "conv1d", "mnist1d_cnn",
+                               "fcn"])
     layers: list = opt([], "the layer spec: a list of blocks ({conv: {filters: 16}}, {bn: {}}, ...); replaces "
                        "the preset when given (docs/models.md)")
     filters: list = opt([32, 64], "filters of each conv block (small / conv1d presets)")
@@ -278,6 +286,10 @@ def _check_sources(data: DataConfig) -> None:
     from pipeline.sources import parse
 
     parse(data.source)
+    if data.audio:
+        from pipeline.sources.audio import settings
+
+        settings(data.audio, "data.audio")
     if data.fallback.strip():
         try:
             parse(data.fallback)

@@ -7,7 +7,7 @@ filters by ``model.width``).
 """
 from __future__ import annotations
 
-NAMES = ("small", "lenet5", "resnet8", "ds_cnn", "mobilenet", "conv1d")
+NAMES = ("small", "lenet5", "resnet8", "ds_cnn", "mobilenet", "conv1d", "mnist1d_cnn", "fcn")
 FLATTEN_MAX = 8  # small: flatten a feature map up to 8x8, global-average-pool a larger one
 
 
@@ -103,6 +103,29 @@ def ds_cnn(m, input_shape) -> list:
     return blocks + [{"dropout": 0.4}, {"global_pool": {"type": "avg"}}]
 
 
+def mnist1d_cnn(m, input_shape) -> list:
+    """The CNN of the MNIST-1D paper (Greydanus 2020): three 1-D convolutions of 25 filters (kernel 5, 3, 3,
+    stride 2 each) with ReLU, flattened into the class layer; 5,210 parameters at length 40 with 10 classes.
+    The paper trains on standardized sequences; here a batch normalization of the input (4 parameters, 2
+    trained) standardizes the uint8 encoding inside the model, so the device still feeds raw values.
+    ``model.width`` scales the filters."""
+    f = _scaled(25, m.width)
+    return [{"bn": {}}, {"conv1d": {"filters": f, "kernel": 5, "stride": 2}}, {"relu": {}},
+            {"conv1d": {"filters": f, "kernel": 3, "stride": 2}}, {"relu": {}},
+            {"conv1d": {"filters": f, "kernel": 3, "stride": 2}}, {"relu": {}},
+            {"flatten": {}}]
+
+
+def fcn(m, input_shape) -> list:
+    """The fully convolutional network for time series (Wang, Yan & Oates 2017; the FCN of Fawaz et al.'s
+    UCR benchmark): 1-D convolutions of 128, 256, 128 filters (kernel 8, 5, 3), each with batch normalization
+    and ReLU, then global average pooling. ``model.width`` scales the filters."""
+    blocks = []
+    for filters, kernel in ((128, 8), (256, 5), (128, 3)):
+        blocks += [{"conv1d": {"filters": _scaled(filters, m.width), "kernel": kernel}}, {"bn": {}}, {"relu": {}}]
+    return blocks + [{"global_pool": {"type": "avg"}}]
+
+
 MOBILENET = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1),
              (512, 1), (512, 1), (1024, 2), (1024, 1)]
 
@@ -122,9 +145,9 @@ def mobilenet(m, input_shape) -> list:
 
 
 PRESETS = {"small": small, "lenet5": lenet5, "resnet8": resnet8, "ds_cnn": ds_cnn, "mobilenet": mobilenet,
-           "conv1d": conv1d}
+           "conv1d": conv1d, "mnist1d_cnn": mnist1d_cnn, "fcn": fcn}
 USUAL_INPUT = {"small": (8, 8, 1), "lenet5": (28, 28, 1), "resnet8": (32, 32, 3), "ds_cnn": (49, 10, 1),
-               "mobilenet": (96, 96, 3), "conv1d": (1, 128, 1)}
+               "mobilenet": (96, 96, 3), "conv1d": (1, 128, 1), "mnist1d_cnn": (1, 40, 1), "fcn": (1, 150, 1)}
 
 
 def layers(m, input_shape) -> list:

@@ -34,6 +34,7 @@ class SourceData:
     notes: list = field(default_factory=list)        # human-readable remarks (e.g. an empty class folder)
     files: bool = False                              # splits hold file paths (object arrays), not pixels
     ignored: dict | None = None                      # {"count", "by_extension"}: files in unread formats
+    encoding: dict | None = None                     # sequences / audio: how the source made uint8 pixels
 
 
 def parse(source: str) -> tuple[str, str]:
@@ -42,9 +43,10 @@ def parse(source: str) -> tuple[str, str]:
     kind = kind.strip().lower()
     if kind not in LOADERS:
         raise ConfigError(f"data.source: unknown source {source!r} "
-                          f"(use digits, tfds:<name>, idx:<dir>, folder:<dir> or csv:<file>)")
-    if kind != "digits" and not arg.strip():
-        example = {"tfds": "mnist", "csv": "<file>"}.get(kind, "<dir>")
+                          f"(use digits, tfds:<name>, idx:<dir>, folder:<dir>, csv:<file>, mnist1d, "
+                          f"npz:<file>, ucr:<name> or audio:<dir>)")
+    if kind not in ("digits", "mnist1d") and not arg.strip():
+        example = {"tfds": "mnist", "csv": "<file>", "npz": "<file>", "ucr": "GunPoint"}.get(kind, "<dir>")
         raise ConfigError(f"data.source: {kind}: needs an argument, e.g. {kind}:{example}")
     return kind, arg.strip()
 
@@ -94,6 +96,10 @@ LOADERS = {
     "idx": _lazy("idx", "load_idx"),
     "folder": _lazy("folder", "load_folder"),
     "csv": _lazy("csv", "load_csv"),
+    "mnist1d": _lazy("mnist1d", "load_mnist1d"),
+    "npz": _lazy("npz", "load_npz"),
+    "ucr": _lazy("ucr", "load_ucr"),
+    "audio": _lazy("audio", "load_audio"),
 }
 
 SPLIT_NAMES = ("train", "val", "validation", "test")
@@ -160,6 +166,10 @@ def identity(data_cfg) -> dict:
             from pipeline.sources.csv import identity as csv_identity
 
             out[key] = csv_identity(arg)
+        elif kind in ("mnist1d", "npz", "ucr", "audio"):
+            from importlib import import_module
+
+            out[key] = import_module(f"pipeline.sources.{kind}").identity(arg, data_cfg)
         elif kind in ("idx", "folder"):
             root = source_path(arg)
             listing = sorted((str(p.relative_to(root)), st.st_size, int(st.st_mtime))
