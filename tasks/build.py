@@ -53,15 +53,16 @@ def build(ctx: Context, force: bool, spec_only: bool):
     from pipeline import artifacts
     from pipeline import build as build_mod
     from pipeline.models import summary
-    from tasks.stages import run_stage
+    from tasks.stages import locked, run_stage
 
     if spec_only:
         echo(show_spec(ctx), nl=False)
         return
     data_dir = ctx.run_dir / "data"
-    if (data_dir / "classes.json").is_file():
-        build_mod.check(ctx.cfg, data_dir)  # refuse a bad spec or budget before the stage writes anything
-    result = run_stage(ctx, "build", force)
+    with locked(ctx):
+        if (data_dir / "classes.json").is_file():
+            build_mod.check(ctx.cfg, data_dir)  # refuse a bad spec or budget before the stage writes anything
+        result = run_stage(ctx, "build", force)
     path = result.out_dir / "summary.json"
     if path.is_file():
         echo(summary.table(artifacts.read_json(path)))
