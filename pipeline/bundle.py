@@ -12,12 +12,16 @@ from pipeline.errors import PipelineError
 
 REQUIREMENTS = "numpy>=1.23,<3\nai-edge-litert>=2.0,<3\nPillow>=9.1,<14\n"  # tested: 2.4 / 2.3 / 13.0
 _BLOCK = ("# <pipeline-imports>", "# </pipeline-imports>")
+INLINED = ("sequence.py", "audio.py")  # the numpy-only readers of .npy sequences and .wav clips
 
 
 def runtime_source() -> str:
-    """imaging.py and edge.py as one script that needs only numpy, ai-edge-litert and Pillow."""
+    """imaging.py, sequence.py, audio.py and edge.py as one script that needs only numpy, ai-edge-litert and
+    Pillow."""
     here = Path(__file__).resolve().parent
     imaging, edge = (here / "imaging.py").read_text(), (here / "edge.py").read_text()
+    inputs = "".join(f"\n\n# ---- pipeline/{name} ----\n" + (here / name).read_text()
+                     for name in INLINED)
     start, end = edge.index(_BLOCK[0]), edge.index(_BLOCK[1]) + len(_BLOCK[1])
     local_error = ('class PipelineError(Exception):\n    """A problem with the user\'s files."""\n\n'
                    "    exit_code = 1\n")
@@ -32,7 +36,7 @@ def runtime_source() -> str:
             "the exit code is then 1.\n"
             "Install on the device: pip install -r requirements.txt\n\"\"\"\n"
             "from __future__ import annotations\n\n# ---- pipeline/imaging.py ----\n" + strip(imaging)
-            + "\n\n# ---- pipeline/edge.py ----\n" + strip(edge))
+            + strip(inputs) + "\n\n# ---- pipeline/edge.py ----\n" + strip(edge))
 
 
 def check_self_contained(source: str) -> None:

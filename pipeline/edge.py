@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-# <pipeline-imports>  bundle.write_runtime() replaces this block: imaging is inlined above it in predict.py
+# <pipeline-imports>  bundle.write_runtime() replaces this block: these modules are inlined above it in predict.py
+from pipeline.audio import load_features
 from pipeline.errors import PipelineError
 from pipeline.imaging import load_image
+from pipeline.sequence import load_npy
 # </pipeline-imports>
 
 QUANTIZED_DTYPES = (np.int8, np.uint8, np.int16)
@@ -227,6 +229,21 @@ def _check_card(model: EdgeModel, model_path, card: dict) -> tuple[int, tuple, s
     return channels, size, spec.get("resize", "resize")
 
 
+INPUT_WORDS = {"sequence": "sequence", "audio": "audio"}
+
+
+def load_input(path, channels: int, size, policy: str = "resize", encoding: dict | None = None) -> np.ndarray:
+    """One input file as the uint8 [H, W, C] the model takes, made as ingest made it: an image decoded and
+    resized, a ``.npy`` sequence encoded (``encoding`` kind ``sequence``) or a ``.wav`` clip turned into its
+    log-mel image (kind ``audio``), by the model card's ``input.encoding``."""
+    kind = (encoding or {}).get("kind")
+    if kind == "sequence":
+        return load_npy(path, int(size[1]), channels, encoding)
+    if kind == "audio":
+        return load_features(path, encoding)
+    return load_image(path, channels, size, policy)
+
+
 def predict_each(model_path, image_paths, top_k: int = 3, card: dict | None = None,
                  num_threads: int | None = None):
     """Yield ``(path, top-k [(label, score)], None)`` per image file, each decoded and resized exactly as in
@@ -236,13 +253,15 @@ def predict_each(model_path, image_paths, top_k: int = 3, card: dict | None = No
     card = load_card(model_path) if card is None else card
     channels, size, policy = _check_card(model, model_path, card)
     names = class_names(model_path, card, model.num_classes)
+    encoding = card.get("input", {}).get("encoding")
+    kind = (encoding or {}).get("kind")
     for path in image_paths:
         try:
-            image = load_image(path, channels, size, policy)
+            image = load_input(path, channels, size, policy, encoding)
         except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, EOFError, ...
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             reason = (str(reason).strip().splitlines() or [type(exc).__name__])[0]
-            yield path, None, f"{path}: cannot read image ({reason})"
+            yield path, None, f"{path}: cannot read {INPUT_WORDS.get(kind, 'image')} ({reason})"
             continue
         scores = model.predict(image[None])[0]
         best = np.argsort(-scores, kind="stable")[:max(1, top_k)]
@@ -311,7 +330,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     if command == "predict":
         parser.add_argument("--top-k", type=int, default=3, help="labels shown per image")
-        parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF, WEBP, TIFF)")
+        parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF, WEBP, TIFF); .npy "
+                            "sequences or .wav clips for a sequence or audio model")
     else:
         parser.add_argument("--runs", type=int, default=100, help="timed inferences")
         parser.add_argument("--warmup", type=int, default=10, help="untimed inferences first")

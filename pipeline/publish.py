@@ -73,13 +73,28 @@ def _card(cfg, run: str, meta: dict, model, keras_acc: float, n_test: int, files
         "input": {"shape": [1, h, w, c], "image_size": [h, w], "channels": c, "dtype_keras": "float32",
                   "range": [0, 255], "resize": meta.get("resize", "resize"),
                   "description": "raw pixels 0..255 (the model rescales itself); quantized files take "
-                                 "round(pixel / scale + zero_point) in their input dtype"},
+                                 "round(pixel / scale + zero_point) in their input dtype",
+                  **_encoding(meta)},
         "keras": {"accuracy": keras_acc, "n_test": n_test, "params": models.param_count(model)},
         "gate": {"max_accuracy_drop": cfg.export.max_accuracy_drop,
                  "max_class_drop": cfg.export.max_class_drop, "passed": True, "failures": []},
         "representative_samples": rep_n,
         "files": files,
     }
+
+
+def _encoding(meta: dict) -> dict:
+    """Sequences and audio: how the device turns its signal into the pixels above (pipeline/sequence.py,
+    pipeline/audio.py: the front end's parameters), as ingest recorded it."""
+    enc = meta.get("encoding")
+    if not enc:
+        return {}
+    what = {"sequence": "a sequence [length, channels] encoded per channel as "
+                        "q = clip(round((x - offset) / scale), 0, 255), stored as the one-row image [1, length, "
+                        "channels]",
+            "audio": "a mono .wav clip at sample_rate turned into a uint8 log-mel image [frames, mels, 1] by "
+                     "pipeline/audio.py with these parameters"}.get(enc.get("kind"), "")
+    return {"encoding": enc, "signal": what}
 
 
 def export_run(cfg, run_dir: Path, model_path: Path, data_dir: Path, out: Path, dest: Path):

@@ -119,8 +119,9 @@ def mnist1d_cnn(m, input_shape) -> list:
 def fcn(m, input_shape) -> list:
     """The fully convolutional network for time series (Wang, Yan & Oates 2017; the FCN of Fawaz et al.'s
     UCR benchmark): 1-D convolutions of 128, 256, 128 filters (kernel 8, 5, 3), each with batch normalization
-    and ReLU, then global average pooling. ``model.width`` scales the filters."""
-    blocks = []
+    and ReLU, then global average pooling. The UCR series are z-normalized; a batch normalization of the input
+    standardizes the uint8 encoding inside the model. ``model.width`` scales the filters."""
+    blocks = [{"bn": {}}]
     for filters, kernel in ((128, 8), (256, 5), (128, 3)):
         blocks += [{"conv1d": {"filters": _scaled(filters, m.width), "kernel": kernel}}, {"bn": {}}, {"relu": {}}]
     return blocks + [{"global_pool": {"type": "avg"}}]

@@ -46,7 +46,7 @@ def nodes(ops) -> list[dict]:
             if prev is not None:
                 by_name[op.name] = prev
             if op.kind == "bn" and prev is not None and prev["kind"] not in WEIGHTED + ("separable_conv",):
-                prev["weights"] += 2 * op.out_shape[-1]   # a standalone batch norm: MUL and ADD constants
+                prev["weights"] = prev.get("weights", 0) + 2 * op.out_shape[-1]  # standalone: MUL and ADD
             continue
         ins = [math.prod(by_name[i]["out_shape"]) if i in by_name else 0 for i in op.inputs] \
             or [math.prod(op.in_shape)]

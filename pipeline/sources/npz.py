@@ -63,16 +63,13 @@ def _open(path, where: str):
         raise PipelineError(f"{where}: no such file")
     if not path.is_file():
         raise PipelineError(f"{where}: not a file")
+    if not zipfile.is_zipfile(path):
+        raise PipelineError(f"{where}: not a readable .npz archive (not a zip file; save with numpy.savez)")
     try:
         return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        text = str(exc)
-        if "allow_pickle" in text or "Object arrays" in text:
-            raise PipelineError(f"{where}: holds object arrays (ragged sequences?); store equal-length "
-                                "numeric arrays [n, length, channels]") from None
-        raise PipelineError(f"{where}: not a readable .npz archive ({text.splitlines()[0]})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise PipelineError(f"{where}: not a readable .npz archive ({exc})") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise PipelineError(f"{where}: not a readable .npz archive ({text})") from None
 
 
 def _get(archive, key: str, where: str) -> np.ndarray:
