@@ -70,7 +70,7 @@ def context(run_dir: Path, *, card: dict | None = None, files_dir: Path | None =
     ingest = mans.get("ingest") or {}
     return {
         "run": run_dir.name, "made": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "sections": SECTIONS,
-        "state": state,
+        "state": state, "exported": card is not None,
         "source": cfg.get("data.source") or ingest.get("summary", {}).get("source"),
         "origin": meta.get("origin"), "image_shape": meta["image_shape"], "class_names": meta["class_names"],
         "config": gather.config_sections(cfg), "n_config": len(cfg), "versions": gather.versions(mans),

@@ -16,22 +16,22 @@ from pipeline.report import figures
 CONV = ("Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "SeparableConv1D")
 
 
-def samples(data_dir: Path, meta: dict, per_class: int = 8, max_classes: int = 40) -> list:
-    """[{name, count, png}] : the first ``per_class`` training images of each class as one montage row."""
-    labels = data.read_labels(data_dir, "train")
+def samples(data_dir: Path, meta: dict, per_class: int = 8, max_classes: int = 40,
+            batch_size: int = 512) -> list:
+    """[{name, png}]: the first ``per_class`` training images of each class as one montage row, read from the
+    start of the train shards until every class shown has them (or the split ends)."""
     names = meta["class_names"][:max_classes]
-    picks = {k: np.flatnonzero(labels == k)[:per_class] for k in range(len(names))}
-    wanted = np.concatenate([p for p in picks.values()]) if picks else np.zeros(0, np.int64)
-    if not len(wanted):
+    found = {k: [] for k in range(len(names))}
+    for images, labels in data.split_dataset(data_dir, "train", meta).batch(batch_size).as_numpy_iterator():
+        for image, label in zip(images, labels):
+            if int(label) in found and len(found[int(label)]) < per_class:
+                found[int(label)].append(image)
+        if all(len(v) >= per_class for v in found.values()):
+            break
+    if not any(found.values()):
         return []
-    images = data.take(data_dir, "train", wanted, meta)
-    rows, at = [], 0
-    for k, name in enumerate(names):
-        n = len(picks[k])
-        rows.append({"name": name, "count": int((labels == k).sum()),
-                     "png": figures.montage(list(images[at:at + n])) if n else None})
-        at += n
-    return rows
+    return [{"name": name, "png": figures.montage(found[k]) if found[k] else None}
+            for k, name in enumerate(names)]
 
 
 def _fit_channels(images: np.ndarray, channels: int) -> np.ndarray:
