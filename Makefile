@@ -46,6 +46,20 @@ $(FASHION):
 fashion-mnist: $(STAMP) $(FASHION)
 	$(CNNPIPE) run --config configs/fashion_mnist.yaml $(foreach s,$(SET),--set $(s))
 
+KEYWORDS = benchmarks/work/keywords
+ESPEAK   = /usr/bin/espeak-ng
+
+$(ESPEAK):
+	@echo "espeak-ng missing (it speaks the keyword dataset): installing the Debian packages espeak-ng and sox (needs root)"
+	apt-get update -qq && apt-get install -y -qq espeak-ng sox
+
+$(KEYWORDS)/yes: | $(STAMP) $(ESPEAK)
+	$(BIN)/python -m tasks.keywords $(KEYWORDS) --per-class 250 --seed 0
+
+## keywords: speak a keyword dataset offline (espeak-ng) into benchmarks/work/keywords, run configs/keywords.yaml
+keywords: $(STAMP) $(ESPEAK) $(KEYWORDS)/yes
+	$(CNNPIPE) run --config configs/keywords.yaml $(foreach s,$(SET),--set $(s))
+
 CHROMIUM = /usr/bin/chromium
 
 $(CHROMIUM):
@@ -76,4 +90,4 @@ clean:
 distclean: clean
 	rm -rf $(VENV) *.egg-info
 
-.PHONY: help install train evaluate export-tflite report fashion-mnist test test-slow benchmark clean distclean
+.PHONY: help install train evaluate export-tflite report fashion-mnist keywords test test-slow benchmark clean distclean

@@ -23,13 +23,25 @@ cutmix      a box of area (1 - l) from x_j pasted into x_i, l ~ Beta(cutmix, cut
             to the kept area; y = l y_i + (1 - l) y_j (Yun et al. 2019)
 =========== ==================================================================================================
 
+Spectrograms (``audio:`` sources: rows are frames, columns mel bands, pixels dB on the fixed scale of
+:mod:`pipeline.audio`) have four more, run after the Keras layers and before cutout:
+
+=========== ==================================================================================================
+time_shift  shift each clip by up to ``time_shift`` x frames, earlier or later; silence (0) fills the gap
+noise       with probability ``noise`` per clip, add background noise power: a level of -80..-30 dB, a random
+            spectral tilt and exponentially distributed power per cell, summed with the clip's power
+            (pixel' = log-sum of both on the dB scale), as recording in a noisy room would
+time_mask   SpecAugment (Park et al. 2019): up to ``time_mask`` consecutive frames set to the clip's mean
+freq_mask   SpecAugment: up to ``freq_mask`` consecutive mel bands set to the clip's mean
+=========== ==================================================================================================
+
 The partner ``j`` is a random permutation of the batch. Random numbers come from the layers' seeds and one
 ``tf.random.Generator`` seeded with ``seed``, so a fresh ``build`` with the same seed gives the same sequence.
 """
 from __future__ import annotations
 
 OPS = ("hflip", "vflip", "rotation", "zoom", "translate", "contrast", "brightness",
-       "cutout", "mixup", "cutmix")
+       "time_shift", "noise", "time_mask", "freq_mask", "cutout", "mixup", "cutmix")
 
 
 def enabled(aug_cfg) -> list:
@@ -86,6 +98,59 @@ def _cutout(images, fraction: float, gen):
     mask = _box_mask(shape, tf.floor(cy) + 0.5, tf.floor(cx) + 0.5, half, half)
     fill = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
     return tf.where(mask, fill, images)
+
+
+def _time_shift(images, fraction: float, gen):
+    """Shift rows (frames) by a random whole number in [-fraction H, fraction H]; zeros come in."""
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    b, h = shape[0], shape[1]
+    most = tf.cast(tf.round(fraction * tf.cast(h, tf.float32)), tf.int32)
+    shift = tf.cast(tf.floor(gen.uniform([b], 0.0, 1.0) * tf.cast(2 * most + 1, tf.float32)), tf.int32) - most
+    src = tf.range(h)[None, :] - shift[:, None]                       # [B, H]: the row each output row reads
+    valid = (src >= 0) & (src < h)
+    moved = tf.gather(images, tf.clip_by_value(src, 0, h - 1), axis=1, batch_dims=1)
+    return tf.where(valid[:, :, None, None], moved, tf.zeros_like(moved))
+
+
+def _noise(images, share: float, gen):
+    """Mix background noise power into dB-scaled pixels (see the module doc)."""
+    import math
+
+    import tensorflow as tf
+
+    from pipeline.audio import DB_RANGE
+
+    shape = tf.shape(images)
+    b, w = shape[0], shape[2]
+    per_decade = 255.0 * 10.0 / (DB_RANGE[1] - DB_RANGE[0])           # pixels per factor 10 of power
+    level_db = gen.uniform([b], -80.0, -30.0)
+    tilt_db = gen.uniform([b], -20.0, 10.0)                            # from the lowest band to the highest
+    band = tf.cast(tf.range(w), tf.float32) / tf.maximum(tf.cast(w - 1, tf.float32), 1.0)
+    cell_db = 10.0 * tf.math.log(-tf.math.log(gen.uniform(shape, 1e-6, 1.0))) / math.log(10.0)
+    noise_db = level_db[:, None, None, None] + tilt_db[:, None, None, None] * band[None, None, :, None] + cell_db
+    noise_px = (noise_db - DB_RANGE[0]) * (255.0 / (DB_RANGE[1] - DB_RANGE[0]))
+    k = math.log(10.0) / per_decade
+    mixed = tf.reduce_logsumexp(tf.stack([images * k, noise_px * k]), axis=0) / k
+    pick = gen.uniform([b]) < share
+    return tf.where(pick[:, None, None, None], tf.clip_by_value(mixed, 0.0, 255.0), images)
+
+
+def _band_mask(images, most: int, axis: int, gen):
+    """SpecAugment: a run of 0..most rows (axis 1) or columns (axis 2) per image set to its mean."""
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    b, size = shape[0], tf.cast(shape[axis], tf.float32)
+    width = tf.floor(gen.uniform([b], 0.0, float(most) + 1.0))
+    width = tf.minimum(width, size)
+    start = tf.floor(gen.uniform([b], 0.0, 1.0) * (size - width + 1.0))
+    pos = tf.cast(tf.range(shape[axis]), tf.float32)[None, :]
+    inside = (pos >= start[:, None]) & (pos < (start + width)[:, None])  # [B, size]
+    inside = inside[:, :, None, None] if axis == 1 else inside[:, None, :, None]
+    fill = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+    return tf.where(inside, fill, images)
 
 
 def _beta(gen, n, alpha: float):
@@ -156,6 +221,14 @@ def build(aug_cfg, num_classes: int, seed: int):
         labels = tf.ensure_shape(tf.cast(labels, tf.float32), [None, num_classes])
         for layer in layers:
             x = tf.cast(layer(x, training=True), tf.float32)
+        if aug_cfg.time_shift:
+            x = _time_shift(x, aug_cfg.time_shift, gen)
+        if aug_cfg.noise:
+            x = _noise(x, aug_cfg.noise, gen)
+        if aug_cfg.time_mask:
+            x = _band_mask(x, aug_cfg.time_mask, 1, gen)
+        if aug_cfg.freq_mask:
+            x = _band_mask(x, aug_cfg.freq_mask, 2, gen)
         if aug_cfg.cutout:
             x = _cutout(x, aug_cfg.cutout, gen)
         if aug_cfg.mixup or aug_cfg.cutmix:

@@ -72,6 +72,13 @@ class AugmentConfig:
     cutout: float = opt(0.0, "random erasing: side of the erased square as a fraction of the image", min=0, max=1)
     mixup: float = opt(0.0, "mixup Beta(alpha, alpha) parameter; 0 disables", min=0, max=10)
     cutmix: float = opt(0.0, "cutmix Beta(alpha, alpha) parameter; 0 disables", min=0, max=10)
+    time_shift: float = opt(0.0, "spectrograms: max shift along time (rows) as a fraction of the clip, "
+                            "silence fills", min=0, max=0.5)
+    noise: float = opt(0.0, "spectrograms: share of clips mixed with background noise (power added, "
+                       "-80..-30 dB)", min=0, max=1)
+    time_mask: int = opt(0, "spectrograms: SpecAugment mask of up to this many frames (rows)", min=0, max=1000)
+    freq_mask: int = opt(0, "spectrograms: SpecAugment mask of up to this many mel bands (columns)", min=0,
+                         max=1000)
 
 
 @dataclass

@@ -106,14 +106,17 @@ def ds_cnn(m, input_shape) -> list:
 def mnist1d_cnn(m, input_shape) -> list:
     """The CNN of the MNIST-1D paper (Greydanus 2020): three 1-D convolutions of 25 filters (kernel 5, 3, 3,
     stride 2 each) with ReLU, flattened into the class layer; 5,210 parameters at length 40 with 10 classes.
-    The paper trains on standardized sequences; here a batch normalization of the input (4 parameters, 2
-    trained) standardizes the uint8 encoding inside the model, so the device still feeds raw values.
+    The paper trains on standardized sequences; here a batch normalization of the input standardizes the uint8
+    encoding inside the model, so the device still feeds raw values. With ``model.batch_norm`` (default) each
+    convolution is followed by batch normalization too, which keeps every channel's activations in a similar
+    range for the int8 file (the converter folds it into the convolution: no extra weights on the device).
     ``model.width`` scales the filters."""
     f = _scaled(25, m.width)
-    return [{"bn": {}}, {"conv1d": {"filters": f, "kernel": 5, "stride": 2}}, {"relu": {}},
-            {"conv1d": {"filters": f, "kernel": 3, "stride": 2}}, {"relu": {}},
-            {"conv1d": {"filters": f, "kernel": 3, "stride": 2}}, {"relu": {}},
-            {"flatten": {}}]
+    blocks = [{"bn": {}}]
+    for kernel in (5, 3, 3):
+        blocks.append({"conv1d": {"filters": f, "kernel": kernel, "stride": 2, "bias": not m.batch_norm}})
+        blocks += [{"bn": {}}, {"relu": {}}] if m.batch_norm else [{"relu": {}}]
+    return blocks + [{"flatten": {}}]
 
 
 def fcn(m, input_shape) -> list:
