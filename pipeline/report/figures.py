@@ -41,7 +41,8 @@ def _scale(h: int, w: int, tile: int = TILE) -> int:
     return max(1, math.ceil(tile / max(1, min(h, w))))
 
 
-def montage(tiles: list, cols: int | None = None, tile: int = TILE) -> str:
+def montage(tiles: list, cols: int | None = None, tile: int = TILE, gap: int = GAP,
+            background: int = 255) -> str:
     """uint8 RGB tiles of one size side by side (``cols`` per row, default all), enlarged, as base64 PNG."""
     from PIL import Image
 
@@ -50,11 +51,11 @@ def montage(tiles: list, cols: int | None = None, tile: int = TILE) -> str:
     k = _scale(h, w, tile)
     cols = max(1, min(cols or len(tiles), len(tiles)))
     rows = math.ceil(len(tiles) / cols)
-    canvas = np.full((rows * (h * k + GAP) - GAP, cols * (w * k + GAP) - GAP, 3), 255, np.uint8)
+    canvas = np.full((rows * (h * k + gap) - gap, cols * (w * k + gap) - gap, 3), background, np.uint8)
     for i, t in enumerate(tiles):
         r, c = divmod(i, cols)
         big = np.repeat(np.repeat(t, k, axis=0), k, axis=1)
-        canvas[r * (h * k + GAP):r * (h * k + GAP) + h * k, c * (w * k + GAP):c * (w * k + GAP) + w * k] = big
+        canvas[r * (h * k + gap):r * (h * k + gap) + h * k, c * (w * k + gap):c * (w * k + gap) + w * k] = big
     return _b64_png(Image.fromarray(canvas))
 
 

@@ -116,7 +116,7 @@ def filters(model, limit: int = 64) -> dict | None:
     tiles = figures.filter_tiles(kernel, limit)
     return {"layer": layer.name, "shape": list(kernel.shape), "shown": len(tiles),
             "total": int(kernel.shape[-1]),
-            "png": figures.montage(tiles, cols=min(16, len(tiles)), tile=32)}
+            "png": figures.montage(tiles, cols=min(16, len(tiles)), tile=40, gap=6, background=150)}
 
 
 def feature_maps(model, image: np.ndarray, limit: int = 16, max_blocks: int = 8) -> list:
