@@ -5,7 +5,8 @@ mono, for the ten keywords of the Speech Commands benchmark (yes, no, up, down, 
 go), ``_unknown_`` (other words) and ``_silence_`` (background noise alone). Each clip draws, from one seeded
 generator: an English voice and variant (8 accents x 20 variants), a speed (110-230 words per minute), a
 pitch (15-85), a word position inside the clip, a level, a reverb (an exponentially decaying noise impulse
-response, RT60 0.05-0.6 s, on half the clips) and a background noise (white, pink or brown, 5-35 dB SNR).
+response, RT60 0.05-0.6 s, on half the clips) and a background noise (white, pink or brown, 5-35 dB SNR;
+alone at -70..-15 dBFS for ``_silence_``).
 The same seed gives the same clips on the same espeak-ng. Nothing here prints; progress goes through
 :mod:`pipeline.progress`.
 """
