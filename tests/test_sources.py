@@ -67,6 +67,16 @@ def test_idx_class_names_file_and_fashion_names(tmp_path):
         sources.load(data_cfg(source=f"idx:{root}"))
 
 
+def test_idx_class_names_follow_the_class_name_rules(tmp_path):
+    root = make_idx_dir(tmp_path / "d")
+    (root / "classes.txt").write_text("zero\n😀 one\ntw\to\n")
+    with pytest.raises(PipelineError, match=r"classes.txt: line 3: class name 'tw\\to' holds a line break or "
+                                            "control character"):
+        sources.load(data_cfg(source=f"idx:{root}"))
+    (root / "classes.txt").write_text('zero\n😀 one\nsay "two"\n')
+    assert sources.load(data_cfg(source=f"idx:{root}")).class_names == ["zero", "😀 one", 'say "two"']
+
+
 def test_idx_without_test_pair_is_carved_later(tmp_path):
     root = make_idx_dir(tmp_path / "d", test=False)
     data = sources.load(data_cfg(source=f"idx:{root}"))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.sources import SourceData, source_path
+from pipeline.sources import SourceData, check_class_name, source_path
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -102,6 +102,8 @@ def class_names_for(root: Path, num_labels: int) -> list:
         path = root / name
         if path.is_file():
             names = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+            for i, name in enumerate(names):
+                check_class_name(name, f"{path}: line {i + 1}")
             if len(names) < num_labels:
                 raise PipelineError(f"{path}: lists {len(names)} class names but the labels go up to "
                                     f"{num_labels - 1}")
