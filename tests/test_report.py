@@ -308,3 +308,24 @@ def test_fashion_mnist_report_in_chromium(workdir, tmp_path):
     assert shooting.returncode == 0, shooting.stderr[-2000:]
     histogram = Image.open(shot).convert("L").histogram()
     assert max(histogram) < 0.97 * sum(histogram) and len([n for n in histogram if n]) > 50
+
+
+def test_montage_enlarges_small_images_by_whole_pixels():
+    import numpy as np
+
+    from pipeline.report import figures
+
+    def size(b64):
+        return Image.open(io.BytesIO(base64.b64decode(b64))).size
+
+    digits = [np.full((8, 8, 1), 40 * i, np.uint8) for i in range(5)]
+    assert size(figures.montage(digits)) == (5 * 48 + 4 * figures.GAP, 48)  # 8 px -> 48 px, nearest neighbour
+    assert size(figures.montage(digits, cols=2)) == (2 * 48 + figures.GAP, 3 * 48 + 2 * figures.GAP)
+    fashion = np.zeros((28, 28, 3), np.uint8)
+    assert size(figures.image(fashion)) == (56, 56)
+    sequence = np.zeros((1, 40, 1), np.uint8)  # a one-row sequence stays within LONGEST, not 48 px tall
+    assert size(figures.image(sequence)) == (160, 4)
+    large = np.zeros((300, 200, 3), np.uint8)
+    assert size(figures.image(large)) == (200, 300)  # never shrunk
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(figures.image(digits[3])))))
+    assert pixels.shape == (48, 48, 3) and (pixels == 120).all()

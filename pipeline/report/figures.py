@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-TILE = 48          # pixels: small images are enlarged (nearest neighbour) to at least this side
+TILE = 48          # pixels: small images are enlarged (nearest neighbour) to at least this side ...
+LONGEST = 192      # ... unless that makes their longest side longer than this (a one-row sequence)
 GAP = 2            # pixels between the tiles of a montage
 
 
@@ -38,7 +39,9 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 
 
 def _scale(h: int, w: int, tile: int = TILE) -> int:
-    return max(1, math.ceil(tile / max(1, min(h, w))))
+    """The whole-pixel enlargement of an h x w image: its short side to ``tile``, its long side within
+    ``LONGEST``."""
+    return max(1, min(math.ceil(tile / max(1, min(h, w))), LONGEST // max(h, w, 1)))
 
 
 def montage(tiles: list, cols: int | None = None, tile: int = TILE, gap: int = GAP,
