@@ -78,13 +78,19 @@ def config_section(cfg, stage: str) -> dict:
     return {"build": lambda: {"model": _section(cfg, "model")},
             "train": lambda: {"train": _section(cfg, "train"), "augment": _section(cfg, "augment")},
             "evaluate": lambda: {"eval": _section(cfg, "eval")},
-            "export": lambda: {"export": _section(cfg, "export")}}[stage]()
+            "export": lambda: {"export": _section(cfg, "export"), "budget": cfg.model.budget}}[stage]()
 
 
-def external_inputs(cfg, stage: str) -> list:
+def external_inputs(cfg, stage: str, run_dir: Path = Path("runs/run")) -> list:
     """Files outside the run a stage reads (a transfer-learning base model)."""
-    if stage == "build" and cfg.model.base_model and Path(cfg.model.base_model).is_file():
-        return [Path(cfg.model.base_model)]
+    if stage == "build" and cfg.model.base_model:
+        from pipeline.errors import ConfigError
+        from pipeline.models import transfer
+
+        try:  # a .keras file, or an earlier run's trained model: its retraining makes build stale
+            return [transfer.base_path(cfg.model, Path(run_dir).parent)]
+        except ConfigError:
+            return []  # build itself reports the missing base in one line
     return []
 
 
@@ -148,7 +154,7 @@ def status(cfg, run_dir: Path, stage: str) -> Status:
             return Status(stage, out_dir, None, {}, manifest, f"upstream stage {up} has not finished")
         upstream[up] = artifacts.manifest_id(up_manifest)
     section = config_section(cfg, stage)
-    fp = artifacts.fingerprint(external_inputs(cfg, stage), section, upstream)
+    fp = artifacts.fingerprint(external_inputs(cfg, stage, run_dir), section, upstream)
     reason = _why_stale(manifest, fp, section, upstream, out_dir)
     if reason is None and stage == "export":
         reason = bundle_problem(cfg, Path(run_dir), manifest)
@@ -225,7 +231,7 @@ def _run(cfg, run_dir: Path, stage: str, work: Callable[[Path], tuple], force: b
         stale.unlink()  # the stage is no longer up to date until it finishes
     start = time.time()
     outputs, summary, extra = work(out_dir)
-    inputs = external_inputs(cfg, stage)
+    inputs = external_inputs(cfg, stage, run_dir)
     manifest = artifacts.write_manifest(out_dir, stage=stage, fp=st.fp, inputs=inputs,
                                        section=config_section(cfg, stage), outputs=outputs,
                                        wall_time_s=time.time() - start, upstream=st.upstream,
