@@ -10,8 +10,8 @@ Ingest (``audio:<dir>``) and the edge runtime (``cnnpipe predict``, the bundle's
    ``sox in.wav -r 16000 out.wav``): resampling inside would make the device's front end depend on a filter
    the firmware does not have;
 2. keep the first ``clip_seconds`` (a shorter clip is padded with silence at the end);
-3. frames of ``window_ms`` every ``hop_ms``, a periodic Hann window, power spectrum of an FFT of the next power
-   of two, normalized so a full-scale sine peaks near 0 dB;
+3. frames of ``window_ms`` every ``hop_ms``, a periodic Hann window, power spectrum of an FFT of the next
+   power of two, normalized so a full-scale sine peaks near 0 dB;
 4. ``mels`` triangular filters (HTK mel scale) from ``fmin`` to ``fmax``;
 5. 10 log10 of the band energies, mapped linearly from the fixed range :data:`DB_RANGE` (-100 dB .. 0 dB) to
    0..255 and rounded (0.39 dB per step; quieter bands are 0).

@@ -129,7 +129,8 @@ def _noise(images, share: float, gen):
     tilt_db = gen.uniform([b], -20.0, 10.0)                            # from the lowest band to the highest
     band = tf.cast(tf.range(w), tf.float32) / tf.maximum(tf.cast(w - 1, tf.float32), 1.0)
     cell_db = 10.0 * tf.math.log(-tf.math.log(gen.uniform(shape, 1e-6, 1.0))) / math.log(10.0)
-    noise_db = level_db[:, None, None, None] + tilt_db[:, None, None, None] * band[None, None, :, None] + cell_db
+    noise_db = (level_db[:, None, None, None] + tilt_db[:, None, None, None] * band[None, None, :, None]
+                + cell_db)
     noise_px = (noise_db - DB_RANGE[0]) * (255.0 / (DB_RANGE[1] - DB_RANGE[0]))
     k = math.log(10.0) / per_decade
     mixed = tf.reduce_logsumexp(tf.stack([images * k, noise_px * k]), axis=0) / k

@@ -24,7 +24,8 @@ from pipeline.errors import PipelineError
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN_WORDS = ("bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow", "zero",
-                 "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "forward", "backward",
+                 "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "forward",
+                 "backward",
                  "follow", "learn", "visual")
 UNKNOWN, SILENCE = "_unknown_", "_silence_"
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",

@@ -2,7 +2,8 @@
 
 Every stage of the pipeline stores uint8 "pixels" and every model starts with ``Rescaling(1/255)``. A float
 sequence ``x`` of shape ``[length, channels]`` is therefore stored as the one-row image ``[1, length,
-channels]`` of ``q = clip(round((x - offset) / scale), 0, 255)``, with one ``offset`` and ``scale`` per channel
+channels]`` of ``q = clip(round((x - offset) / scale), 0, 255)``, with one ``offset`` and ``scale`` per
+channel
 chosen from the training split (its minimum and its range / 255). The map is recorded in ``classes.json`` and
 in the model card (``input.encoding``); the edge runtime (``cnnpipe predict``, the bundle's ``predict.py``)
 encodes a ``.npy`` sequence with :func:`encode` exactly as ingest did.
@@ -58,7 +59,8 @@ def fit_length(x: np.ndarray, length: int, fit: str = "pad") -> np.ndarray:
 
 
 def fit_encoding(train: np.ndarray) -> dict:
-    """Per-channel ``offset`` (minimum) and ``scale`` (range / 255) of float ``train`` [n, length, channels]."""
+    """Per-channel ``offset`` (minimum) and ``scale`` (range / 255) of float ``train``
+    [n, length, channels]."""
     lo = train.min(axis=(0, 1)).astype(np.float64)
     hi = train.max(axis=(0, 1)).astype(np.float64)
     span = np.where(hi > lo, hi - lo, 1.0)

@@ -13,7 +13,8 @@ import click
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--per-class", type=click.IntRange(min=1), default=300, show_default=True,
               help="Clips of each keyword (and of _unknown_ and _silence_).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of every choice.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of every choice.")
 def main(out, per_class, seed):
     """Speak yes, no, up, down, left, right, on, off, stop, go and other words in many voices, speeds and
     pitches, with reverb and background noise, into OUT/<class>/*.wav (existing class folders replaced)."""

@@ -45,7 +45,7 @@ def errors_of(result) -> list:
     return [line for line in result.output.splitlines() if line.startswith("error:")]
 
 
-# ---- the front end ------------------------------------------------------------------------------------------
+# ---- the front end -----------------------------------------------------------------------------------------
 def test_front_end_shape_band_and_levels():
     s = audio.settings({})
     assert audio.shape(s) == (49, 40, 1) and audio.fft_size(s) == 1024
@@ -87,7 +87,7 @@ def test_stereo_is_mixed_to_mono(tmp_path):
 
 def test_other_sample_rate_is_refused(tmp_path):
     path = write_wav(tmp_path / "cd.wav", tone(440.0, rate=44100), rate=44100)
-    with pytest.raises(ValueError, match=r"sample rate 44100 Hz, the model takes 16000 Hz; resample it first"):
+    with pytest.raises(ValueError, match=r"sample rate 44100 Hz, the model takes 16000 Hz; resample it"):
         audio.load_features(path, audio.settings({}))
 
 
@@ -100,14 +100,15 @@ def test_other_sample_rate_is_refused(tmp_path):
 ])
 def test_bad_audio_settings_are_one_line_exit_2(workdir, given, needle):
     text = "{" + ", ".join(f"{k}: {v}" for k, v in given.items()) + "}"
-    result = invoke(["ingest", "--run", "bad", "--set", "data.source=audio:clips", "--set", f"data.audio={text}"])
+    result = invoke(["ingest", "--run", "bad", "--set", "data.source=audio:clips",
+                     "--set", f"data.audio={text}"])
     assert result.exit_code == 2, result.output
     errors = errors_of(result)
     assert len(errors) == 1 and needle in errors[0], result.output
     assert not (workdir / "runs" / "bad" / "data" / "classes.json").exists()
 
 
-# ---- the audio:<dir> source ---------------------------------------------------------------------------------
+# ---- the audio:<dir> source --------------------------------------------------------------------------------
 def tone_folder(root, n=12):
     """Two classes: low (300-500 Hz) and high (2-3 kHz) tones in noise."""
     rng = np.random.default_rng(0)
@@ -131,7 +132,8 @@ def test_audio_ingest_lists_bad_clips_and_keeps_stereo(workdir):
     assert meta["class_names"] == ["high", "low"] and meta["image_shape"] == [49, 40, 1]
     assert sum(meta["counts"].values()) == 25                           # 24 tones + the stereo clip
     enc = meta["encoding"]
-    assert enc["kind"] == "audio" and enc["mels"] == 40 and enc["frames"] == 49 and enc["db_range"] == [-100, 0]
+    assert enc["kind"] == "audio" and enc["mels"] == 40 and enc["frames"] == 49
+    assert enc["db_range"] == [-100, 0]
     skipped = {s["path"].rsplit("/", 1)[-1]: s["reason"]
                for s in json.loads((data_dir / "preflight.json").read_text())["skipped"]["files"]}
     assert set(skipped) == {"corrupt.wav", "empty.wav", "cd.wav"}, skipped
@@ -155,12 +157,13 @@ def test_a_class_without_usable_clips_is_one_line(workdir):
 
 def test_audio_source_errors(workdir):
     result = invoke(["ingest", "--run", "bad", "--set", "data.source=audio:nowhere"])
-    assert result.exit_code == 1 and errors_of(result) == ["error: data.source folder:nowhere: no such directory"]
+    assert result.exit_code == 1
+    assert errors_of(result) == ["error: data.source folder:nowhere: no such directory"]
     write_wav(workdir / "one" / "only" / "a.wav", tone(300.0))
     result = invoke(["ingest", "--run", "bad", "--set", "data.source=audio:one"])
     assert result.exit_code == 1
-    assert errors_of(result) == ["error: data.source audio:one: needs at least 2 class folders with .wav clips, "
-                                 "found 1"]
+    assert errors_of(result) == [
+        "error: data.source audio:one: needs at least 2 class folders with .wav clips, found 1"]
 
 
 def test_identity_follows_the_clips(tmp_path):
@@ -171,7 +174,7 @@ def test_identity_follows_the_clips(tmp_path):
     assert sources.identity(cfg) != before
 
 
-# ---- augmentation of spectrograms ---------------------------------------------------------------------------
+# ---- augmentation of spectrograms --------------------------------------------------------------------------
 def _augment(**keys):
     from pipeline import augment
 

@@ -30,7 +30,8 @@ def test_generator_writes_seeded_16k_mono_clips(tmp_path):
     assert len(clips) == 24
     for clip in clips:
         with wave.open(str(clip)) as w:
-            assert (w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()) == (16000, 1, 2, 16000)
+            got = (w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes())
+            assert got == (16000, 1, 2, 16000)
     keywords.generate(tmp_path / "b", 2, seed=5)
     assert all(c.read_bytes() == (tmp_path / "b" / c.relative_to(tmp_path / "a")).read_bytes() for c in clips)
     s = audio.settings({})
@@ -38,7 +39,8 @@ def test_generator_writes_seeded_16k_mono_clips(tmp_path):
     def rise(path):  # loudest frame above the median frame, in pixels (0.39 dB each)
         frame = audio.load_features(path, s)[..., 0].astype(float).mean(axis=1)
         return frame.max() - np.median(frame)
-    words = [rise(p) for name in keywords.KEYWORDS + (keywords.UNKNOWN,) for p in (tmp_path / "a" / name).glob("*")]
+    spoken = keywords.KEYWORDS + (keywords.UNKNOWN,)
+    words = [rise(p) for name in spoken for p in (tmp_path / "a" / name).glob("*")]
     quiet = [rise(p) for p in (tmp_path / "a" / keywords.SILENCE).glob("*.wav")]
     assert min(words) > 10 and max(quiet) < 6, (words, quiet)          # a word rises out of steady noise
 
@@ -103,7 +105,8 @@ def test_keywords_config_end_to_end_and_predict_wav_without_tensorflow(workdir):
     model = edge.EdgeModel(bundle / "model_int8.tflite")
     s = audio.settings({})
     expected = [model.predict(audio.load_features(c, s))[0] for c in clips[:6]]
-    assert [r["top"][0]["score"] for r in rows[:6]] == pytest.approx([float(e.max()) for e in expected], abs=1e-6)
+    scores = [r["top"][0]["score"] for r in rows[:6]]
+    assert scores == pytest.approx([float(e.max()) for e in expected], abs=1e-6)
     cd = workdir / "cd.wav"                                              # another sample rate: refused
     with wave.open(str(cd), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(44100)

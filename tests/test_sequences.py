@@ -23,7 +23,8 @@ def data_cfg(*sets):
 
 
 def waves(n_per_class=40, length=32, channels=2, seed=0):
-    """Three separable classes: a sine, a square wave and a ramp, with noise, in 2 channels of other scales."""
+    """Three separable classes: a sine, a square wave and a ramp, with noise, in 2 channels of other
+    scales."""
     rng = np.random.default_rng(seed)
     t = np.linspace(0, 1, length)
     shapes = [np.sin(2 * np.pi * 3 * t), np.sign(np.sin(2 * np.pi * 2 * t)), 2 * t - 1]
@@ -41,7 +42,7 @@ def errors_of(result) -> list:
     return [line for line in result.output.splitlines() if line.startswith("error:")]
 
 
-# ---- the encoding -------------------------------------------------------------------------------------------
+# ---- the encoding ------------------------------------------------------------------------------------------
 def test_fit_length_pads_cuts_and_resamples():
     x = np.arange(1.0, 5.0)[:, None]                                    # [4, 1]: 1 2 3 4
     assert sequence.fit_length(x, 6, "pad")[:, 0].tolist() == [1, 2, 3, 4, 0, 0]
@@ -64,7 +65,7 @@ def test_encoding_is_per_channel_and_round_trips_within_half_a_step():
     assert beyond.tolist() == [[0, 0]] or beyond.tolist() == [[0, 255]]
 
 
-# ---- npz ----------------------------------------------------------------------------------------------------
+# ---- npz ---------------------------------------------------------------------------------------------------
 def test_npz_source_fits_the_encoding_on_the_training_split(tmp_path):
     x, y = waves()
     np.savez(tmp_path / "w.npz", x=x, y=y, class_names=np.array(["sine", "square", "ramp"]))
@@ -72,7 +73,8 @@ def test_npz_source_fits_the_encoding_on_the_training_split(tmp_path):
     images, labels = src.splits["all"]
     assert images.shape == (120, 1, 32, 2) and images.dtype == np.uint8
     assert src.class_names == ["sine", "square", "ramp"] and labels.tolist() == y.tolist()
-    assert src.encoding["kind"] == "sequence" and src.encoding["length"] == 32 and src.encoding["channels"] == 2
+    enc = src.encoding
+    assert enc["kind"] == "sequence" and enc["length"] == 32 and enc["channels"] == 2
     from pipeline import data
 
     plan = data.split_indices({"all": labels}, data_cfg())
@@ -91,7 +93,8 @@ def test_npz_string_labels_and_own_splits(tmp_path):
 
 def test_unequal_lengths_are_padded_or_resampled(tmp_path):
     src = sources.load(data_cfg("source=ucr:JapaneseVowels"))
-    assert src.splits["train"][0].shape == (270, 1, 29, 12) and src.splits["test"][0].shape == (370, 1, 29, 12)
+    assert src.splits["train"][0].shape == (270, 1, 29, 12)
+    assert src.splits["test"][0].shape == (370, 1, 29, 12)
     assert any("lengths 7..29 padded" in n for n in src.notes)
     src = sources.load(data_cfg("source=ucr:JapaneseVowels", "sequence_length=16", "sequence_fit=resample"))
     assert src.splits["train"][0].shape == (270, 1, 16, 12) and src.encoding["fit"] == "resample"
@@ -110,15 +113,17 @@ def _save(**arrays):
 X, Y = waves(4)
 BAD_NPZ = [
     ("ragged", _ragged, "x is an object array (ragged sequences?)"),
-    ("four_d", _save(x=np.zeros((4, 2, 3, 1)), y=np.array([0, 1, 0, 1])), "x has shape [4, 2, 3, 1]; expected "
-                                                                          "[n, length, channels] or [n, length]"),
+    ("four_d", _save(x=np.zeros((4, 2, 3, 1)), y=np.array([0, 1, 0, 1])),
+     "x has shape [4, 2, 3, 1]; expected [n, length, channels] or [n, length]"),
     ("one_d", _save(x=np.zeros(8), y=np.zeros(8, int)), "x has shape [8]"),
     ("count", _save(x=X, y=Y[:5]), "y holds 5 labels but the sequences number 12"),
-    ("nan", _save(x=np.where(np.arange(12)[:, None, None] == 3, np.nan, X), y=Y), "x[3] holds NaN or infinite"),
+    ("nan", _save(x=np.where(np.arange(12)[:, None, None] == 3, np.nan, X), y=Y),
+     "x[3] holds NaN or infinite"),
     ("one_class", _save(x=X, y=np.zeros(12, int)), "needs at least 2 classes, found 1"),
     ("no_x", _save(a=X), "no array x (or x_train); found a"),
     ("no_y", _save(x=X), "x has no labels y"),
-    ("names", _save(x=X, y=Y, class_names=np.array(["a"])), "class_names lists 1 names but the labels go up to 2"),
+    ("names", _save(x=X, y=Y, class_names=np.array(["a"])),
+     "class_names lists 1 names but the labels go up to 2"),
     ("text_x", _save(x=np.array([["a", "b"], ["c", "d"]]), y=np.array([0, 1])), "x holds <U1 values"),
     ("not_npz", lambda p: Path(p).write_bytes(b"not a zip"), "not a readable .npz archive"),
 ]
@@ -145,7 +150,7 @@ def test_missing_npz_and_missing_argument(workdir):
     assert not (workdir / "runs" / "bad" / "data" / "classes.json").exists()
 
 
-# ---- ucr and mnist1d ----------------------------------------------------------------------------------------
+# ---- ucr and mnist1d ---------------------------------------------------------------------------------------
 def test_unknown_ucr_name_lists_what_is_available(workdir):
     result = invoke(["ingest", "--run", "bad", "--set", "data.source=ucr:NoSuchSet"])
     assert result.exit_code == 1, result.output
@@ -173,7 +178,8 @@ def test_mnist1d_is_generated_offline_with_its_split():
     state = np.random.get_state()[1].copy()
     src = sources.load(data_cfg("source=mnist1d"))
     assert np.array_equal(np.random.get_state()[1], state)             # the global random state is restored
-    assert src.splits["train"][0].shape == (4000, 1, 40, 1) and src.splits["test"][0].shape == (1000, 1, 40, 1)
+    assert src.splits["train"][0].shape == (4000, 1, 40, 1)
+    assert src.splits["test"][0].shape == (1000, 1, 40, 1)
     assert src.class_names == [str(i) for i in range(10)]
     assert np.bincount(src.splits["test"][1]).min() > 60
     assert sources.identity(data_cfg("source=mnist1d"))["source"]["mnist1d"]
@@ -203,7 +209,7 @@ def test_bad_sequence_keys(workdir, setting, needle):
     assert result.exit_code == 2 and errors_of(result) == [f"error: {needle}"], result.output
 
 
-# ---- end to end: npz -> int8 bundle -> predict.py on .npy without TensorFlow --------------------------------
+# ---- end to end: npz -> int8 bundle -> predict.py on .npy without TensorFlow -------------------------------
 TINY_SEQ = ["--set", "model.preset=conv1d", "--set", "model.filters=[8, 16]", "--set", "model.dense=[]",
             "--set", "train.epochs=12", "--set", "train.batch_size=16", "--set", "train.verbose=0",
             "--set", "train.learning_rate=0.01", "--set", "export.representative_samples=60",
@@ -238,7 +244,8 @@ def test_npz_run_end_to_end_and_predict_npy_without_tensorflow(workdir):
         np.save(paths[-1], xt[i])
     np.save(workdir / "one_channel.npy", xt[0][:, 0])
     env = _blocked_env(workdir)
-    done = subprocess.run([sys.executable, "predict.py", "--json", *map(str, paths), str(workdir / "one_channel.npy")],
+    args = ["predict.py", "--json", *map(str, paths), str(workdir / "one_channel.npy")]
+    done = subprocess.run([sys.executable, *args],
                           cwd=bundle, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     rows = json.loads(done.stdout)

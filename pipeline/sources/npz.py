@@ -28,8 +28,10 @@ from pipeline.sources import SourceData, check_class_name, sort_names, source_pa
 SPLIT_KEYS = ("train", "val", "test")
 
 
-def sequence_source(splits: dict, class_names: list, data_cfg, origin: str, where: str, **extra) -> SourceData:
-    """SourceData of uint8 one-row images from float splits ``{name: (list of [length_i, channels], labels)}``.
+def sequence_source(splits: dict, class_names: list, data_cfg, origin: str, where: str,
+                    **extra) -> SourceData:
+    """SourceData of uint8 one-row images from float splits
+    ``{name: (list of [length_i, channels], labels)}``.
 
     Lengths are brought to ``data.sequence_length`` (0: the longest) by ``data.sequence_fit``; the encoding
     is fitted on the training split as :func:`pipeline.data.split_indices` will make it."""
@@ -83,7 +85,8 @@ def _get(archive, key: str, where: str) -> np.ndarray:
 
 
 def _sequences(x: np.ndarray, key: str, where: str) -> list:
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.issubdtype(x.dtype, np.complexfloating):
+    numeric = np.issubdtype(x.dtype, np.number) or x.dtype == bool
+    if not numeric or np.issubdtype(x.dtype, np.complexfloating):
         raise PipelineError(f"{where}: {key} holds {x.dtype} values; expected real numbers")
     if x.ndim == 2:
         x = x[..., None]
@@ -140,7 +143,8 @@ def load_npz(arg: str, data_cfg) -> SourceData:
         elif "x_train" in keys:
             pairs = {s: (f"x_{s}", f"y_{s}") for s in SPLIT_KEYS if f"x_{s}" in keys}
         else:
-            raise PipelineError(f"{where}: no array x (or x_train); found {', '.join(sorted(keys)) or 'none'}")
+            found = ", ".join(sorted(keys)) or "none"
+            raise PipelineError(f"{where}: no array x (or x_train); found {found}")
         raw = {}
         for split, (xk, yk) in pairs.items():
             if yk not in keys:

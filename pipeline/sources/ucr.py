@@ -1,4 +1,5 @@
-"""``ucr:<name>``: a UCR/UEA time-series classification dataset shipped inside an installed package, no download.
+"""``ucr:<name>``: a UCR/UEA time-series classification dataset shipped inside an installed package, no
+download.
 
 The ``sktime`` and ``aeon`` wheels carry several archives in the UCR/UEA ``.ts`` text format under
 ``<package>/datasets/data/<Name>/<Name>_TRAIN.ts`` and ``_TEST.ts`` (sktime 1.2: ArrowHead, BasicMotions,
