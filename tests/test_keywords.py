@@ -67,24 +67,28 @@ def _blocked_env(tmp_path: Path) -> dict:
 
 
 @needs_espeak
-@pytest.mark.slow  # about 2 minutes: speaking 360 clips, training the DS-CNN, export with TFLM
+@pytest.mark.slow  # about 2 minutes: speaking 172 clips, training the DS-CNN, export with TFLM
 def test_keywords_config_end_to_end_and_predict_wav_without_tensorflow(workdir):
-    keywords.generate(workdir / "kw", 24, seed=1)
+    kept = ("yes", "no", "stop", keywords.SILENCE)                      # four classes keep the run short
+    for folder, n, seed in ((workdir / "kw", 40, 1), (workdir / "fresh", 3, 99)):   # fresh: never seen
+        keywords.generate(folder, n, seed=seed)
+        for other in set(keywords.classes()) - set(kept):
+            shutil.rmtree(folder / other)
     fresh = workdir / "fresh"
-    keywords.generate(fresh, 3, seed=99)                                 # clips the model never saw
-    # ~3 test clips a class: one changed label moves a class by 33 points, so the gate is wide here
+    # ~6 test clips a class: one changed label moves a class by 17 points, so the gate is wide here
     result = invoke(["run", "--config", ROOT / "configs" / "keywords.yaml", "--run", "kw",
-                     "--set", "data.source=audio:kw", "--set", "train.epochs=20", "--set", "train.verbose=0",
-                     "--set", "train.patience=20", "--set", "data.test_fraction=0.15",
+                     "--set", "data.source=audio:kw", "--set", "train.epochs=40", "--set", "train.verbose=0",
+                     "--set", "train.patience=40", "--set", "train.batch_size=16",
+                     "--set", "data.test_fraction=0.15", "--set", "model.width=0.5",
                      "--set", "export.representative_samples=100", "--set", "export.golden_vectors=6",
-                     "--set", "export.max_accuracy_drop=6", "--set", "export.max_class_drop=100"])
+                     "--set", "export.max_accuracy_drop=10", "--set", "export.max_class_drop=100"])
     assert result.exit_code == 0, result.output
     bundle = workdir / "exported" / "kw"
     card = json.loads((bundle / "model_card.json").read_text())
     assert card["input"]["shape"] == [1, 49, 40, 1] and card["input"]["encoding"]["kind"] == "audio"
     assert card["input"]["encoding"]["sample_rate"] == 16000 and card["input"]["encoding"]["mels"] == 40
     assert card["micro"]["tflm_matches_litert"] is True and card["micro"]["golden_vectors"] == 6
-    assert card["files"]["int8"]["parity"]["accuracy"] > 0.5            # chance is 1/12
+    assert card["files"]["int8"]["parity"]["accuracy"] > 0.6            # chance is 1/4
     clips = sorted(fresh.rglob("*.wav"))
     stereo = workdir / "stereo.wav"                                      # a stereo copy of the first clip
     with wave.open(str(clips[0])) as w:
@@ -98,7 +102,7 @@ def test_keywords_config_end_to_end_and_predict_wav_without_tensorflow(workdir):
     rows = json.loads(done.stdout)
     truth = [c.parent.name for c in clips]
     right = sum(r["top"][0]["label"] == t for r, t in zip(rows, truth))
-    assert right >= len(clips) // 2, (right, len(clips))                  # 36 fresh clips, chance 3
+    assert right >= len(clips) // 2, (right, len(clips))                  # 12 fresh clips, chance 3
     assert rows[-1]["top"] == rows[0]["top"]                             # stereo mixed to mono: same scores
     from pipeline import edge
 
