@@ -25,6 +25,9 @@ THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
 def predict(model, images, top_k, threads, as_json):
     """Classify IMAGE files with MODEL (.tflite): top-k labels with scores.
 
+    A sequence model takes .npy files and an audio model .wav clips instead (the model card's input.encoding
+    says which); they are encoded exactly as ingest did.
+
     An image that cannot be read (missing, corrupt, a decompression bomb) gets one error line and the others
     are still classified; the exit code is then 1.
     """
