@@ -66,6 +66,11 @@ class LazyGroup(click.Group):
             where = f"{exc.filename}: " if exc.filename else ""
             click.secho(f"error: {where}{exc.strerror or exc}", err=True, fg="red")
             sys.exit(1)
+        except MemoryError as exc:  # e.g. a data.image_size far larger than the images need
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+            click.secho(f"error: not enough memory: {detail[:200]}; use a smaller data.image_size, "
+                        "fewer filters or a smaller batch", err=True, fg="red")
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
