@@ -10,7 +10,6 @@ int32 bias per output channel and per-channel quantization parameters, activatio
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 from pipeline.errors import ConfigError
@@ -125,25 +124,13 @@ def table(summary: dict) -> str:
 # ---------------------------------------------------------------- limits
 
 
-def available_memory() -> int:
-    """Bytes of memory this process can still use (MemAvailable, else physical memory)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not a POSIX system
-        return 1 << 62
-
-
 def check_memory(totals: dict, where: str, available: int | None = None) -> None:
     """Refuse a model whose float32 training state (weights, gradients, two Adam moments) or whose activations
     for one image do not fit in this machine's memory, before Keras tries to allocate it."""
-    available = available_memory() if available is None else available
+    if available is None:
+        from pipeline.data import free_memory
+
+        available = free_memory() or 1 << 62  # 0: the machine does not say; Keras will
     train_bytes = 16 * totals["params"]
     act_bytes = 4 * totals["activation_elements"]
     if train_bytes + act_bytes > available:
