@@ -36,6 +36,17 @@ def invoke(args, **kw):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
 
 
+def one_line_error(result, code, *needles):
+    """The command failed with ``code`` and one ``error:`` line holding every needle, no traceback; returns it."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One tiny run through every stage, shared by the tests that only read its outputs."""

@@ -6,18 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DEFAULT_CONFIG, TINY, invoke
+from conftest import DEFAULT_CONFIG, TINY, invoke, one_line_error
 from pipeline import artifacts
 
 
-def _one_line_error(result, code, *needles):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def _no_stage_written(root, run, stage="data"):
@@ -38,24 +30,24 @@ def _png(path, size=(8, 8), value=0):
 ])
 def test_unknown_or_missing_source(workdir, source, code, needle):
     result = invoke(["ingest", "--config", DEFAULT_CONFIG, "--run", "bad", "--set", f"data.source={source}"])
-    _one_line_error(result, code, needle)
+    one_line_error(result, code, needle)
     _no_stage_written(workdir, "bad")
 
 
 def test_empty_folder_single_class_and_mixed_sizes(workdir):
     (workdir / "empty").mkdir()
     result = invoke(["ingest", "--run", "bad", "--set", "data.source=folder:empty"])
-    _one_line_error(result, 1, "folder:empty", "no class subfolders")
+    one_line_error(result, 1, "folder:empty", "no class subfolders")
 
     for i in range(3):
         _png(workdir / "one" / "cat" / f"{i}.png")
     result = invoke(["ingest", "--run", "bad", "--set", "data.source=folder:one"])
-    _one_line_error(result, 1, "folder:one", "at least 2 class")
+    one_line_error(result, 1, "folder:one", "at least 2 class")
 
     for i, size in enumerate([(8, 8), (12, 10)] + [(8, 8)] * 10):  # enough images for every split
         _png(workdir / "mixed" / ("a" if i % 2 else "b") / f"{i}.png", size)
     result = invoke(["ingest", "--run", "bad", "--set", "data.source=folder:mixed"])
-    _one_line_error(result, 1, "folder:mixed", "differ in size", "data.image_size")
+    one_line_error(result, 1, "folder:mixed", "differ in size", "data.image_size")
     _no_stage_written(workdir, "bad")
 
 
@@ -81,7 +73,7 @@ def test_tfds_offline_without_a_copy_fails_fast(workdir):
         pytest.skip("the TFDS download host is reachable from here")
     result = invoke(["ingest", "--run", "bad", "--set", "data.source=tfds:mnist",
                      "--set", f"data.tfds_dir={workdir / 'tfds'}"])
-    line = _one_line_error(result, 1, "tfds:mnist")
+    line = one_line_error(result, 1, "tfds:mnist")
     assert "fallback" in line or "tfds build" in line
     _no_stage_written(workdir, "bad")
 
@@ -89,7 +81,7 @@ def test_tfds_offline_without_a_copy_fails_fast(workdir):
 def test_yaml_syntax_error_through_cli(workdir):
     bad = workdir / "bad.yaml"
     bad.write_text("data:\n  source: digits\n  seed: [1\n")
-    _one_line_error(invoke(["run", "--config", bad]), 2, "bad.yaml", "YAML syntax error")
+    one_line_error(invoke(["run", "--config", bad]), 2, "bad.yaml", "YAML syntax error")
     assert not (workdir / "runs").exists()
 
 
@@ -97,7 +89,7 @@ def test_image_too_small_for_pooling(workdir):
     args = ["--config", DEFAULT_CONFIG, "--run", "small", "--set", "data.image_size=[3, 3]"]
     assert invoke(["ingest", *args]).exit_code == 0
     result = invoke(["build", *args, "--set", "model.filters=[8, 16]"])
-    _one_line_error(result, 2, "data.image_size: 3x3 is too small for the model's pooling")
+    one_line_error(result, 2, "data.image_size: 3x3 is too small for the model's pooling")
     assert not (workdir / "runs/small/model/model.keras").exists()
 
 
@@ -108,12 +100,12 @@ def test_corrupt_keras_file_given_to_evaluate_export_and_build(workdir):
     model.write_bytes(b"PK\x03\x04" + b"\x00" * 100)  # the trained model truncated after the fact
     for stage in ("evaluate", "export"):
         result = invoke([stage, *args])
-        _one_line_error(result, 2, "stage train of run bad is stale", "output model.keras is missing or changed")
+        one_line_error(result, 2, "stage train of run bad is stale", "output model.keras is missing or changed")
     assert not (workdir / "runs/bad/eval").exists()
     assert not (workdir / "exported").exists()
     result = invoke(["run", "--until", "build", *args, "--run", "transfer", "--set", f"model.base_model={model}"])
     assert result.exit_code != 0
-    _one_line_error(result, result.exit_code, str(model), "not a readable .keras model")
+    one_line_error(result, result.exit_code, str(model), "not a readable .keras model")
     assert not (workdir / "runs/transfer/model/model.keras").exists()
 
 
@@ -134,7 +126,7 @@ def test_full_disk_during_export_keeps_the_previous_bundle(workdir, monkeypatch)
 
     monkeypatch.setattr(artifacts, "write_bytes", fail_second_write)
     result = invoke(["export", *args, "--set", "export.io_dtype=uint8"])
-    _one_line_error(result, 1, "No space left on device")
+    one_line_error(result, 1, "No space left on device")
     after = {p.name: artifacts.sha256_file(p) for p in bundle.iterdir() if p.is_file()}
     assert after == before
     assert sorted(p.name for p in (workdir / "exported").iterdir()) == ["disk"]

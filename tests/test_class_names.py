@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY, invoke
+from conftest import TINY, invoke, one_line_error
 from pipeline import evaluate
 
 ODD = ["accuracy", "macro avg", "weighted avg", "😀 smile", 'say "hi"', "café", "Ωmega's"]
@@ -27,14 +27,6 @@ def folder(root, names, per_class=4):
     return root
 
 
-def one_line_error(result, code, *needles):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.output
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def nothing_written(workdir, run="bad"):

@@ -7,24 +7,12 @@ import time
 
 import pytest
 
-from conftest import DEFAULT_CONFIG, TINY, invoke
+from conftest import DEFAULT_CONFIG, TINY, invoke, one_line_error
 from pipeline import artifacts, export, lock, stages
 
 QUICK = ["--set", "train.epochs=2", "--set", "export.max_accuracy_drop=100"]
 
 
-def _errors(result):
-    return [line for line in result.output.splitlines() if line.startswith("error:")]
-
-
-def _one_error(result, code, *needles):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    errors = _errors(result)
-    assert len(errors) == 1, result.output
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def _tree(folder):
@@ -60,7 +48,7 @@ def mine(exported, tmp_path, monkeypatch):
 def test_changed_model_key_makes_train_refuse_its_stale_build(mine, tmp_path):
     before = _tree(tmp_path / "runs/g/train")
     result = invoke(["train", *mine, "--set", "model.filters=[16]"])
-    _one_error(result, 2, "stage build of run g is stale", "model.filters", "cnnpipe run --until train")
+    one_line_error(result, 2, "stage build of run g is stale", "model.filters", "cnnpipe run --until train")
     assert "up to date" not in result.output
     assert _tree(tmp_path / "runs/g/train") == before
 
@@ -68,10 +56,10 @@ def test_changed_model_key_makes_train_refuse_its_stale_build(mine, tmp_path):
 def test_export_never_publishes_the_previous_configs_model(mine, tmp_path):
     bundle = _tree(tmp_path / "exported/g")
     result = invoke(["export", *mine, "--set", "train.learning_rate=0.001"])
-    _one_error(result, 2, "stage train of run g is stale", "train.learning_rate")
+    one_line_error(result, 2, "stage train of run g is stale", "train.learning_rate")
     (tmp_path / "runs/g/train/manifest.json").unlink()  # a retrain that was killed
     result = invoke(["export", *mine])
-    _one_error(result, 2, "stage train of run g is stale", "did not finish")
+    one_line_error(result, 2, "stage train of run g is stale", "did not finish")
     assert _tree(tmp_path / "exported/g") == bundle
 
 
@@ -124,7 +112,7 @@ def test_publishing_refuses_a_folder_it_did_not_make(mine, tmp_path):
     photos.mkdir(parents=True)
     (photos / "cat.jpg").write_bytes(b"my photo")
     result = invoke(["export", *mine, "--set", "export.dest=data"])
-    _one_error(result, 1, "data/g: exists and is not a bundle cnnpipe published", "refusing to replace it")
+    one_line_error(result, 1, "data/g: exists and is not a bundle cnnpipe published", "refusing to replace it")
     assert _tree(tmp_path / "data") == {"g/cat.jpg": artifacts.sha256_file(photos / "cat.jpg")}
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["g"]  # no staging folder left
 
@@ -132,7 +120,7 @@ def test_publishing_refuses_a_folder_it_did_not_make(mine, tmp_path):
 @pytest.mark.parametrize("run", ["", " ", "../up", ".hidden"])
 def test_run_name_must_be_a_plain_folder_name(workdir, run):
     result = invoke(["ingest", "--config", DEFAULT_CONFIG, "--run", run])
-    _one_error(result, 2, "--run", "a run name is a plain, non-empty folder name")
+    one_line_error(result, 2, "--run", "a run name is a plain, non-empty folder name")
     assert not (workdir / "runs").exists()
 
 
@@ -141,7 +129,7 @@ def test_a_second_command_on_a_locked_run_stops_naming_the_holder(mine, tmp_path
     before = _tree(run_dir / "train")
     with lock.hold(run_dir, "cnnpipe train --run g"):
         result = invoke(["train", *mine, "--force"])
-    line = _one_error(result, 1, "run g is busy", "cnnpipe train --run g", "pid ")
+    line = one_line_error(result, 1, "run g is busy", "cnnpipe train --run g", "pid ")
     assert str(__import__("os").getpid()) in line
     assert _tree(run_dir / "train") == before
     # once released, the same command runs
@@ -181,7 +169,7 @@ def test_a_corrupt_shard_is_found_by_its_sha256_before_training(mine, tmp_path):
     os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     before = _tree(tmp_path / "runs/g/train")
     result = invoke(["train", *mine, "--force"])
-    _one_error(result, 1, shard.name, "corrupt (sha256 differs from the ingest manifest)", "cnnpipe ingest --force")
+    one_line_error(result, 1, shard.name, "corrupt (sha256 differs from the ingest manifest)", "cnnpipe ingest --force")
     assert _tree(tmp_path / "runs/g/train") == before  # the last good training is kept
 
 
@@ -196,7 +184,7 @@ def test_the_class_gate_catches_a_class_that_int8_wipes_out(mine, tmp_path, monk
 
     monkeypatch.setattr(export, "convert", calibrate_on_one_class)
     result = invoke(["export", *mine, "--force"])  # the overall limit is 100 points: only the class gate acts
-    line = _one_error(result, 1, "export gate failed: model_int8.tflite loses", "points of recall on class",
+    line = one_line_error(result, 1, "export gate failed: model_int8.tflite loses", "points of recall on class",
                       "export.max_class_drop = 5.0", "nothing published")
     name = line.split("on class '")[1].split("'")[0]
     failed = (tmp_path / "runs/g/export/report_failed.md").read_text()
