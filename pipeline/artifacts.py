@@ -152,7 +152,7 @@ def write_manifest(directory: Path, *, stage: str, fp: str, inputs: list[Path], 
     manifest = {
         "stage": stage,
         "fingerprint": fp,
-        "inputs": [file_entry(Path(p), base) for p in inputs],
+        "inputs": [p if isinstance(p, dict) else file_entry(Path(p), base) for p in inputs],
         "config": section,
         "upstream": upstream or {},
         "versions": library_versions(),

@@ -231,7 +231,7 @@ def _run(cfg, run_dir: Path, stage: str, work: Callable[[Path], tuple], force: b
         stale.unlink()  # the stage is no longer up to date until it finishes
     start = time.time()
     outputs, summary, extra = work(out_dir)
-    inputs = external_inputs(cfg, stage, run_dir)
+    inputs = _upstream_files(run_dir, stage) + external_inputs(cfg, stage, run_dir)
     manifest = artifacts.write_manifest(out_dir, stage=stage, fp=st.fp, inputs=inputs,
                                        section=config_section(cfg, stage), outputs=outputs,
                                        wall_time_s=time.time() - start, upstream=st.upstream,
@@ -239,12 +239,14 @@ def _run(cfg, run_dir: Path, stage: str, work: Callable[[Path], tuple], force: b
     return StageResult(stage, out_dir, False, manifest, summary, "forced" if force and st.fresh else st.reason)
 
 
-def data_files(data_dir: Path, stage: str) -> list:
-    """The ingested shards and ``classes.json``, once ingest has committed them (its manifest exists)."""
-    main = Path(data_dir) / "manifest.json"
-    if not main.exists():
-        raise UsageError(f"{main}: not found; run `cnnpipe ingest` before `cnnpipe {stage}`")
-    return sorted(Path(data_dir).glob("*.tfrecord")) + [Path(data_dir) / "classes.json"]
+def _upstream_files(run_dir: Path, stage: str) -> list:
+    """Manifest entries of the upstream outputs a stage read, paths relative to the run folder, sha256 as the
+    upstream manifests recorded them (already verified; not hashed again)."""
+    entries = []
+    for up in UPSTREAM[stage]:
+        for out in (artifacts.read_manifest(Path(run_dir) / DIRS[up]) or {}).get("outputs", []):
+            entries.append({**out, "path": f"{DIRS[up]}/{out['path']}"})
+    return entries
 
 
 def ingest(cfg, run_dir: Path, force: bool = False) -> StageResult:
