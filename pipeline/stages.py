@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import resource
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -304,6 +305,7 @@ def train(cfg, run_dir: Path, force: bool = False) -> StageResult:
         # resumes from train/checkpoint/ when it holds the last completed epoch of this same run (key)
         summary = train_mod.fit(model_path, data_dir, cfg, out, resume_key=key, resume_dir=run_dir / "train")
         extra = {"seed": cfg.train.seed, **summary.pop("manifest", {})}
+        summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         figure = curves.write(out / "history.csv", out / "training_curves.png")
         return [out / "model.keras", out / "history.csv", figure], summary, extra
 

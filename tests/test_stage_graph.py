@@ -211,6 +211,11 @@ def test_rerun_with_nothing_changed_is_fast_and_imports_no_tensorflow(mine, tmp_
     assert imported == "False" and float(seconds) < 2.0
 
 
+def test_train_summary_reports_peak_memory(mine, tmp_path):
+    summary = artifacts.read_json(tmp_path / "runs/g/train/manifest.json")["summary"]
+    assert 100 < summary["peak_rss_mb"] < 24 * 1024  # TensorFlow alone takes a few hundred MB
+
+
 def test_library_status_names_what_changed(mine, tmp_path):
     cfg = _cfg(mine + ["--set", "eval.batch_size=7"])
     st = stages.status(cfg, tmp_path / "runs/g", "evaluate")
