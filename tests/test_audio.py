@@ -149,7 +149,7 @@ def test_a_class_without_usable_clips_is_one_line(workdir):
     result = invoke(["ingest", "--run", "bad", "--set", "data.source=audio:clips"])
     assert result.exit_code == 1, result.output
     assert errors_of(result) == [
-        f"error: data.source audio:clips: no clip of class 'high' could be used (e.g. clips/high/000.wav: "
+        "error: data.source audio:clips: no clip of class 'high' could be used (e.g. clips/high/000.wav: "
         "ValueError: sample rate 8000 Hz, the model takes 16000 Hz; resample it first "
         "(e.g. sox in.wav -r 16000 out.wav)); fix or remove its files"]
     assert not (workdir / "runs" / "bad" / "data" / "classes.json").exists()

@@ -13,7 +13,6 @@ import pytest
 
 from conftest import invoke
 from pipeline import config, sequence, sources
-from pipeline.errors import ConfigError, PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
 
