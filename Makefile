@@ -74,7 +74,7 @@ report: $(STAMP)
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-## test-slow: run only the slow tests (multi-worker kill and restart)
+## test-slow: run only the slow tests (multi-worker restart, preset exports, keywords, transfer, report in Chromium)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
