@@ -36,6 +36,17 @@ def invoke(args, **kw):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
 
 
+def tensorflow_free_env(tmp_path, *, block_pipeline: bool = True) -> dict:
+    """Environment whose Python cannot import tensorflow or keras (nor, with ``block_pipeline``, this project's
+    packages): what a device with only the bundle's requirements has."""
+    blocker = Path(tmp_path) / "blocker"
+    for name in ("tensorflow", "keras") + (("pipeline", "tasks") if block_pipeline else ()):
+        (blocker / name).mkdir(parents=True, exist_ok=True)
+        (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
+    path = [str(blocker)] + ([] if block_pipeline else [str(REPO)])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
 def one_line_error(result, code, *needles):
     """The command failed with ``code`` and one ``error:`` line holding every needle, no traceback; returns it."""
     assert result.exit_code == code, result.output

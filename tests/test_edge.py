@@ -6,7 +6,6 @@ for 3 epochs and converts it, at a fixed batch of 1, to every mode (about 12 s w
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import tensorflow_free_env
 from pipeline import bundle as bundle_mod
 from pipeline import edge
 from pipeline.errors import PipelineError
@@ -51,14 +51,6 @@ def bundle(tiny_models, tmp_path_factory):
     return {"dir": folder, "images": paths, "labels": [NAMES[y[i]] for i in right]}
 
 
-def _blocked_env(tmp_path: Path, *, block_pipeline: bool) -> dict:
-    """Environment whose Python cannot import tensorflow/keras (and, for the bundle, pipeline/tasks)."""
-    blocker = tmp_path / "blocker"
-    for name in ("tensorflow", "keras") + (("pipeline", "tasks") if block_pipeline else ()):
-        (blocker / name).mkdir(parents=True, exist_ok=True)
-        (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
-    path = [str(blocker)] + ([] if block_pipeline else [str(ROOT)])
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def _run(args, env, cwd) -> subprocess.CompletedProcess:
@@ -68,7 +60,7 @@ def _run(args, env, cwd) -> subprocess.CompletedProcess:
 
 # ---- must-show 1: predict and bench where importing tensorflow fails ------------------------------------
 def test_bundle_predict_and_bench_without_tensorflow(bundle, tmp_path):
-    env = _blocked_env(tmp_path, block_pipeline=True)
+    env = tensorflow_free_env(tmp_path, block_pipeline=True)
     probe = _run(["-c", "import tensorflow"], env, bundle["dir"])
     assert probe.returncode != 0 and "blocked" in probe.stderr
     images = [str(p) for p in bundle["images"]]
@@ -85,7 +77,7 @@ def test_bundle_predict_and_bench_without_tensorflow(bundle, tmp_path):
 
 
 def test_cnnpipe_predict_and_bench_without_tensorflow(bundle, tmp_path):
-    env = _blocked_env(tmp_path, block_pipeline=False)
+    env = tensorflow_free_env(tmp_path, block_pipeline=False)
     model = str(bundle["dir"] / "model_int8.tflite")
     code = ("import sys; from tasks.cli import main; sys.argv = ['cnnpipe'] + sys.argv[1:]; main()")
     out = _run(["-c", code, "predict", "--json", model, *map(str, bundle["images"])], env, tmp_path)
@@ -274,7 +266,7 @@ def test_cnnpipe_predict_reports_each_bad_image_and_classifies_the_rest(bundle, 
 
 
 def test_bundle_predict_reports_each_bad_image_and_classifies_the_rest(bundle, tmp_path):
-    env = _blocked_env(tmp_path, block_pipeline=True)
+    env = tensorflow_free_env(tmp_path, block_pipeline=True)
     images = _hostile_images(tmp_path, bundle)
     out = _run(["predict.py", *images], env, bundle["dir"])
     assert out.returncode == 1 and "Traceback" not in out.stderr
@@ -291,7 +283,7 @@ def test_bundle_predict_reports_each_bad_image_and_classifies_the_rest(bundle, t
 
 
 def test_bundle_predict_with_a_closed_stdout_ends_quietly(bundle, tmp_path):
-    env = _blocked_env(tmp_path, block_pipeline=True)
+    env = tensorflow_free_env(tmp_path, block_pipeline=True)
     images = [str(p) for p in bundle["images"]] * 50
     proc = subprocess.Popen([sys.executable, "predict.py", *images], cwd=bundle["dir"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

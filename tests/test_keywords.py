@@ -4,7 +4,6 @@ DS-CNN exported to int8, TFLM equal to LiteRT on the golden vectors, and the bun
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import invoke
+from conftest import invoke, tensorflow_free_env
 from pipeline import audio, keywords
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,12 +57,6 @@ def test_generator_without_espeak_is_one_line(workdir, monkeypatch):
     assert not (workdir / "kw").exists()
 
 
-def _blocked_env(tmp_path: Path) -> dict:
-    blocker = tmp_path / "blocker"
-    for name in ("tensorflow", "keras", "pipeline", "tasks"):
-        (blocker / name).mkdir(parents=True, exist_ok=True)
-        (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
-    return {**os.environ, "PYTHONPATH": str(blocker), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 @needs_espeak
@@ -97,7 +90,7 @@ def test_keywords_config_end_to_end_and_predict_wav_without_tensorflow(workdir):
         w.setnchannels(2), w.setsampwidth(2), w.setframerate(16000)
         w.writeframes(np.repeat(mono, 2).tobytes())
     done = subprocess.run([sys.executable, "predict.py", "--json", *map(str, clips), str(stereo)], cwd=bundle,
-                          env=_blocked_env(workdir), capture_output=True, text=True, timeout=300)
+                          env=tensorflow_free_env(workdir), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     rows = json.loads(done.stdout)
     truth = [c.parent.name for c in clips]
@@ -116,7 +109,7 @@ def test_keywords_config_end_to_end_and_predict_wav_without_tensorflow(workdir):
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(44100)
         w.writeframes(np.zeros(44100, "<i2").tobytes())
     done = subprocess.run([sys.executable, "predict.py", str(clips[0]), str(cd)], cwd=bundle,
-                          env=_blocked_env(workdir), capture_output=True, text=True, timeout=300)
+                          env=tensorflow_free_env(workdir), capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and done.stdout.startswith(f"{clips[0]}: ")
     assert done.stderr.strip() == (f"error: {cd}: cannot read audio (sample rate 44100 Hz, the model takes "
                                    "16000 Hz; resample it first (e.g. sox in.wav -r 16000 out.wav))")

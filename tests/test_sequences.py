@@ -3,7 +3,6 @@ a tiny npz run from ingest to a bundle whose predict.py labels .npy files withou
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import invoke
+from conftest import invoke, tensorflow_free_env
 from pipeline import config, sequence, sources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,12 +214,6 @@ TINY_SEQ = ["--set", "model.preset=conv1d", "--set", "model.filters=[8, 16]", "-
             "--set", "export.golden_vectors=4", "--set", "export.max_class_drop=10"]
 
 
-def _blocked_env(tmp_path: Path) -> dict:
-    blocker = tmp_path / "blocker"
-    for name in ("tensorflow", "keras", "pipeline", "tasks"):
-        (blocker / name).mkdir(parents=True, exist_ok=True)
-        (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
-    return {**os.environ, "PYTHONPATH": str(blocker), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 @pytest.mark.slow  # about 40 s: ingest, train, evaluate, export with TFLM, two predict processes
@@ -242,7 +235,7 @@ def test_npz_run_end_to_end_and_predict_npy_without_tensorflow(workdir):
         paths.append(workdir / f"s{i}.npy")
         np.save(paths[-1], xt[i])
     np.save(workdir / "one_channel.npy", xt[0][:, 0])
-    env = _blocked_env(workdir)
+    env = tensorflow_free_env(workdir)
     args = ["predict.py", "--json", *map(str, paths), str(workdir / "one_channel.npy")]
     done = subprocess.run([sys.executable, *args],
                           cwd=bundle, env=env, capture_output=True, text=True, timeout=120)
