@@ -36,6 +36,17 @@ def invoke(args, **kw):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
 
 
+def invoke_in(folder, args, **kw):
+    """``invoke`` with ``folder`` as the working directory (for session and module fixtures, which cannot use
+    monkeypatch.chdir); the previous directory is restored."""
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        return invoke(args, **kw)
+    finally:
+        os.chdir(cwd)
+
+
 def tensorflow_free_env(tmp_path, *, block_pipeline: bool = True) -> dict:
     """Environment whose Python cannot import tensorflow or keras (nor, with ``block_pipeline``, this project's
     packages): what a device with only the bundle's requirements has."""
@@ -62,12 +73,7 @@ def one_line_error(result, code, *needles):
 def tiny_run(tmp_path_factory):
     """One tiny run through every stage, shared by the tests that only read its outputs."""
     root = tmp_path_factory.mktemp("tiny")
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        result = invoke(["run", "--config", DEFAULT_CONFIG, "--run", "tiny", *TINY])
-    finally:
-        os.chdir(cwd)
+    result = invoke_in(root, ["run", "--config", DEFAULT_CONFIG, "--run", "tiny", *TINY])
     assert result.exit_code == 0, result.output
     return {"root": root, "run": root / "runs" / "tiny", "exported": root / "exported" / "tiny",
             "output": result.output}

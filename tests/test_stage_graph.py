@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import DEFAULT_CONFIG, TINY, invoke, one_line_error
+from conftest import DEFAULT_CONFIG, TINY, invoke, invoke_in, one_line_error
 from pipeline import artifacts, export, lock, stages
 
 QUICK = ["--set", "train.epochs=2", "--set", "export.max_accuracy_drop=100"]
@@ -24,14 +24,7 @@ def _tree(folder):
 def exported(tmp_path_factory):
     """A tiny run taken through every stage once; tests copy it before changing anything."""
     root = tmp_path_factory.mktemp("graph")
-    import os
-
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        result = invoke(["run", "--config", DEFAULT_CONFIG, "--run", "g", *TINY, *QUICK])
-    finally:
-        os.chdir(cwd)
+    result = invoke_in(root, ["run", "--config", DEFAULT_CONFIG, "--run", "g", *TINY, *QUICK])
     assert result.exit_code == 0, result.output
     return root
 
