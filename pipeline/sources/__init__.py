@@ -35,6 +35,11 @@ class SourceData:
     files: bool = False                              # splits hold file paths (object arrays), not pixels
     ignored: dict | None = None                      # {"count", "by_extension"}: files in unread formats
     encoding: dict | None = None                     # sequences / audio: how the source made uint8 pixels
+    task: str = "classify"                           # classify | detect | segment: what ``targets`` hold
+    targets: dict | None = None                      # detect / segment: split -> object array [N] parallel to
+    #   the split's items: detect, float32 [n_objects, 5] rows (class, cx, cy, w, h), coordinates normalized
+    #   to 0..1 (n_objects may be 0: background only); segment, a uint8 mask [H, W] of class indices at the
+    #   image's final size. The split's labels are then the dominant class (for stratified splits only).
 
 
 def parse(source: str) -> tuple[str, str]:
