@@ -18,14 +18,27 @@ def check(cfg, data_dir: Path) -> dict | None:
     from pipeline import data, models
 
     meta = data.read_meta(data_dir)
+    check_task(cfg, meta)
     if models.is_transfer(cfg.model):
         return None
-    ops = models.plan(cfg.model, meta["image_shape"], len(meta["class_names"]))
+    ops = models.plan(cfg.model, meta["image_shape"], len(meta["class_names"]), cfg.detect.stride)
     summary = models.summary.summarize(ops, cfg.model.preset if not cfg.model.layers else "layers")
     models.summary.check_memory(summary["totals"], f"model.preset {cfg.model.preset}" if not cfg.model.layers
                                 else "model.layers")
     models.summary.check_budget(summary["totals"], cfg.model.budget)
     return summary
+
+
+def check_task(cfg, meta: dict) -> None:
+    """``model.task`` must be what the ingested data holds targets for."""
+    from pipeline import data
+    from pipeline.errors import ConfigError
+
+    held = data.task(meta)
+    if cfg.model.task != held:
+        what = {"classify": "class labels", "detect": "object centres and boxes", "segment": "masks"}[held]
+        raise ConfigError(f"model.task: {cfg.model.task}, but the ingested data ({cfg.data.source}) holds {what}; "
+                          f"set model.task: {held} or a source with {cfg.model.task} targets")
 
 
 def model_summary(model, cfg) -> dict:
@@ -55,7 +68,8 @@ def run(cfg, data_dir: Path, out: Path) -> tuple[list, dict, dict]:
 
     summary = check(cfg, data_dir)
     meta = data.read_meta(data_dir)
-    model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]), runs_root(data_dir))
+    model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]), runs_root(data_dir),
+                         cfg.detect.stride)
     if summary is None:
         summary = model_summary(model, cfg)
         models.summary.check_budget({k: v or 0 for k, v in summary["totals"].items()}, cfg.model.budget)

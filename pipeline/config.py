@@ -82,6 +82,9 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
+    task: str = opt("classify", "classify (one label per image) | detect (object centres, FOMO-style) | segment "
+                    "(a class per pixel, tiny U-Net); the data must hold the task's targets (docs/tasks.md)",
+                    choices=["classify", "detect", "segment"])
     preset: str = opt("small", "small (conv blocks below) | lenet5 | resnet8 | ds_cnn | mobilenet | conv1d "
                       "(sequences); cnnpipe build --show-spec prints it as model.layers",
                       choices=["small", "lenet5", "resnet8", "ds_cnn", "mobilenet", "conv1d", "mnist1d_cnn",
@@ -157,6 +160,8 @@ class ExportConfig:
                                    min=0, max=100)
     max_class_drop: float = opt(5.0, "gate: largest allowed recall loss of any one class, in points",
                                 min=0, max=100)
+    max_metric_drop: float = opt(2.0, "gate (detect, segment): largest allowed loss of the task's metric (F1, "
+                                 "mean IoU) by a quantized file, in points", min=0, max=100)
     golden_vectors: int = opt(8, "test inputs saved with their expected outputs for firmware tests", min=1)
     micro: bool = opt(True, "write the microcontroller bundle (C array, golden vectors, TFLM check)")
     dest: str = opt("exported", "folder the bundle is published under (<dest>/<run>/)")
@@ -166,6 +171,18 @@ class ExportConfig:
                                  "as camera frames arrive")
 
 
+@dataclass
+class DetectConfig:
+    stride: int = opt(8, "detect: the output grid's cell size in input pixels (the backbone is cut where its "
+                      "stride reaches this)", choices=[4, 8, 16])
+    object_weight: float = opt(10.0, "detect: loss weight of object cells against background cells (weighted "
+                               "cross-entropy)", min=1, max=1000)
+    threshold: float = opt(0.5, "detect: a cell is an object when its class probability reaches this",
+                           min=0.01, max=0.99)
+    match_distance: float = opt(8.0, "detect: a predicted centre matches a true one within this many pixels",
+                                min=0.5, max=1000)
+
+
 SECTIONS = {
     "data": DataConfig,
     "augment": AugmentConfig,
@@ -173,6 +190,7 @@ SECTIONS = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "export": ExportConfig,
+    "detect": DetectConfig,
 }
 
 
@@ -184,6 +202,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
 
     def section(self, name: str) -> dict:
         return dataclasses.asdict(getattr(self, name))
@@ -209,6 +228,10 @@ def _check_lists(cfg: Config) -> None:
     if not cfg.model.filters and cfg.model.preset in ("small", "conv1d") and not cfg.model.layers:
         raise ConfigError("model.filters: needs at least one conv block")
     _check_model(cfg.model)
+    if cfg.model.task != "classify":
+        from pipeline import augment_targets
+
+        augment_targets.check(cfg.augment, cfg.model.task)
     bad = [f for f in cfg.export.formats if f not in FORMATS]
     if bad or not cfg.export.formats:
         raise ConfigError(f"export.formats: {bad or '[]'} not in {', '.join(FORMATS)}")

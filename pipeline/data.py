@@ -103,14 +103,18 @@ def make_splits(source_splits: dict, data_cfg) -> dict:
 
 # ---------------------------------------------------------------- TFRecord shards
 
-def _example(image: np.ndarray, label: int) -> bytes:
+def _example(image: np.ndarray, label: int, target: np.ndarray | None = None) -> bytes:
     import tensorflow as tf
 
-    return tf.train.Example(features=tf.train.Features(feature={
+    feature = {
         "image": tf.train.Feature(bytes_list=tf.train.BytesList(
             value=[np.ascontiguousarray(image).tobytes()])),
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-    })).SerializeToString(deterministic=True)
+    }
+    if target is not None:  # detect: float32 [n, 5] objects; segment: uint8 [H, W] mask
+        feature["target"] = tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[np.ascontiguousarray(target).tobytes()]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 class ShardWriter:
@@ -137,10 +141,10 @@ class ShardWriter:
             with open(self.tmp_paths[-1], "rb+") as fh:
                 os.fsync(fh.fileno())
 
-    def write(self, image: np.ndarray, label: int) -> None:
+    def write(self, image: np.ndarray, label: int, target: np.ndarray | None = None) -> None:
         if self._writer is None:
             self._open()
-        self._writer.write(_example(image, label))
+        self._writer.write(_example(image, label, target))
         self.count += 1
         if self.count % self.shard_size == 0:
             self._finish_shard()
@@ -195,37 +199,71 @@ def _files(data_dir: Path, name: str) -> list:
     return [str(f) for f in files]
 
 
-def _parser(shape, fields=("image", "label")):
+def task(meta: dict) -> str:
+    """classify | detect | segment: what the shards' targets are (classes.json, written by ingest)."""
+    return meta.get("task", "classify")
+
+
+def target_shape(meta: dict) -> tuple:
+    """The shape of one record's target as :func:`split_dataset` yields it: () for a label, [M, 5] for the
+    objects of a detection record (padded to ``max_objects`` with class -1), [H, W] for a mask."""
+    kind = task(meta)
+    if kind == "detect":
+        return (int(meta["max_objects"]), 5)
+    if kind == "segment":
+        return tuple(meta["image_shape"][:2])
+    return ()
+
+
+def _parser(shape, fields=("image", "label"), meta: dict | None = None):
     import tensorflow as tf
 
+    kind = task(meta or {})
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
     spec = {k: spec[k] for k in fields}
+    if kind != "classify" and "image" in spec:
+        spec["target"] = tf.io.FixedLenFeature([], tf.string)
+
+    def target(ex):
+        if kind == "detect":  # float32 rows (class, cx, cy, w, h), padded with class -1 to max_objects
+            objects = tf.reshape(tf.io.decode_raw(ex["target"], tf.float32), [-1, 5])
+            pad = int(meta["max_objects"]) - tf.shape(objects)[0]
+            filler = tf.concat([-tf.ones([pad, 1]), tf.zeros([pad, 4])], axis=1)
+            return tf.ensure_shape(tf.concat([objects, filler], axis=0), [int(meta["max_objects"]), 5])
+        if kind == "segment":
+            return tf.reshape(tf.io.decode_raw(ex["target"], tf.uint8), shape[:2])
+        return ex["label"]
 
     def parse(record):
         ex = tf.io.parse_single_example(record, spec)
         if "image" not in spec:
             return ex["label"]
         image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), shape)
-        return image, ex["label"]
+        return image, target(ex)
     return parse
 
 
 def split_dataset(data_dir: Path, name: str, meta: dict | None = None):
-    """tf.data.Dataset of (image uint8 [H, W, C], label int64) read from the split's shards."""
+    """tf.data.Dataset of (image uint8 [H, W, C], target) read from the split's shards: the label (int64) of
+    a classification record, the objects or the mask of a detection or segmentation one (:func:`target_shape`).
+    """
     import tensorflow as tf
 
     meta = meta or read_meta(data_dir)
     files = _files(data_dir, name)
     ds = tf.data.TFRecordDataset(files, num_parallel_reads=min(4, len(files)))
-    return ds.map(_parser(meta["image_shape"]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.map(_parser(meta["image_shape"], meta=meta), num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=True)
 
 
 def load_split(data_dir: Path, name: str, meta: dict | None = None):
-    """The whole split as numpy arrays (images uint8 [N, H, W, C], labels int64 [N]), filled in place."""
+    """The whole split as numpy arrays (images uint8 [N, H, W, C], targets: labels int64 [N], or the
+    objects / masks of :func:`target_shape`), filled in place."""
     meta = meta or read_meta(data_dir)
     n = int(meta["counts"][name])
     x = np.empty((n, *meta["image_shape"]), np.uint8)
-    y = np.empty(n, np.int64)
+    kind = task(meta)
+    y = np.empty((n, *target_shape(meta)), {"detect": np.float32, "segment": np.uint8}.get(kind, np.int64))
     at = 0
     for xb, yb in split_dataset(data_dir, name, meta).batch(1024).as_numpy_iterator():
         x[at:at + len(yb)], y[at:at + len(yb)] = xb, yb
@@ -261,7 +299,7 @@ def take(data_dir: Path, name: str, indices, meta: dict | None = None) -> np.nda
     mask_t = tf.constant(mask)
     ds = tf.data.TFRecordDataset(_files(data_dir, name)).take(len(mask)).enumerate()  # stops after the last
     ds = ds.filter(lambda i, rec: tf.gather(mask_t, i))
-    parse = _parser(meta["image_shape"])
+    parse = _parser(meta["image_shape"], meta=meta)
     ds = ds.map(lambda i, rec: (i, parse(rec)[0]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     found = {}
     for i, image in ds.as_numpy_iterator():
@@ -326,21 +364,26 @@ def shuffle_size(meta: dict, shuffle_bytes: int = SHUFFLE_BYTES, shuffle_buffer:
     return max(1, min(n, int(meta["counts"]["train"])))
 
 
-def _to_float(num_classes: int):
+def _to_float(num_classes: int, kind: str = "classify"):
+    """Pixels as float32; a label one-hot; objects and masks as they are (encoded after augmentation)."""
     import tensorflow as tf
 
-    def fn(image, label):
-        return tf.cast(image, tf.float32), tf.one_hot(label, num_classes)
+    def fn(image, target):
+        if kind != "classify":
+            return tf.cast(image, tf.float32), target
+        return tf.cast(image, tf.float32), tf.one_hot(target, num_classes)
     return fn
 
 
 def train_dataset(data_dir: Path, meta: dict, batch_size: int, seed: int, augment_fn=None,
                   shuffle_buffer: int | None = None, cache: str = "auto", shuffle_bytes: int = SHUFFLE_BYTES,
-                  cache_dir: Path | None = None):
+                  cache_dir: Path | None = None, encode_fn=None):
     """Training pipeline: parallel parse, cache (``cache``: auto | memory | disk | none), seeded shuffle in a
-    buffer of ``shuffle_bytes``, batch, then augment, then prefetch.
+    buffer of ``shuffle_bytes``, batch, then augment, then encode the targets, then prefetch.
 
-    Yields (float32 pixels in [0, 255], one-hot float32 labels); Rescaling lives inside the model.
+    Yields (float32 pixels in [0, 255], one-hot float32 labels); Rescaling lives inside the model. Detection
+    and segmentation records keep their objects / masks through augmentation (which moves them with the
+    pixels); ``encode_fn(images, targets)`` then turns them into what the model's output is trained against.
     """
     import tensorflow as tf
 
@@ -349,19 +392,23 @@ def train_dataset(data_dir: Path, meta: dict, batch_size: int, seed: int, augmen
     ds = _cached(split_dataset(data_dir, "train", meta), mode, data_dir, cache_dir, "train")
     buffer = shuffle_size(meta, shuffle_bytes, shuffle_buffer)
     ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(_to_float(k), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(_to_float(k, task(meta)), num_parallel_calls=tf.data.AUTOTUNE)
     if augment_fn is not None:
         ds = ds.map(augment_fn, num_parallel_calls=tf.data.AUTOTUNE)
+    if encode_fn is not None:
+        ds = ds.map(encode_fn, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(data_dir: Path, meta: dict, name: str, batch_size: int, cache: str = "auto",
-                 cache_dir: Path | None = None):
-    """Validation/test pipeline: (float32 pixels, one-hot labels), no augmentation, cached as ``cache`` says
-    (``auto`` decides as for training)."""
+                 cache_dir: Path | None = None, encode_fn=None):
+    """Validation/test pipeline: (float32 pixels, one-hot labels or ``encode_fn``'s targets), no
+    augmentation, cached as ``cache`` says (``auto`` decides as for training)."""
     import tensorflow as tf
 
     k = len(meta["class_names"])
     ds = _cached(split_dataset(data_dir, name, meta), cache_mode(meta, cache), data_dir, cache_dir, name)
-    ds = ds.batch(batch_size)
-    return ds.map(_to_float(k), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(_to_float(k, task(meta)), num_parallel_calls=tf.data.AUTOTUNE)
+    if encode_fn is not None:
+        ds = ds.map(encode_fn, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -152,6 +152,38 @@ class _Writer:
         self.skipped = list(src.skipped)
         self.first_skip: dict = {}  # label -> the first unreadable file of that class
         self.shape = None
+        self.task = src.task
+        self.targets = {k: (v, None) for k, v in (src.targets or {}).items()}
+        self.target_counts = {name: np.zeros(len(src.class_names), np.int64) for name in data.SPLITS}
+        self.max_objects, self.background_only = 0, {name: 0 for name in data.SPLITS}
+
+    def _target(self, gi, image: np.ndarray, name: str):
+        """The record's objects or mask, checked against its image and counted per class."""
+        from pipeline import data
+
+        if self.task == "classify":
+            return None
+        target = data.gather(self.targets, np.asarray([gi]))[0]
+        k = len(self.src.class_names)
+        if self.task == "detect":
+            target = np.asarray(target, np.float32).reshape(-1, 5)
+            classes = target[:, 0].astype(np.int64)
+            self.max_objects = max(self.max_objects, len(target))
+            self.background_only[name] += int(len(target) == 0)
+        else:
+            target = np.asarray(target, np.uint8)
+            if target.shape != image.shape[:2]:
+                raise PipelineError(f"data.source {self.data_cfg.source}: the mask of {_path_of(self.src, gi)} "
+                                    f"is {target.shape[1]}x{target.shape[0]}, its image "
+                                    f"{image.shape[1]}x{image.shape[0]}")
+            classes = target.ravel()
+            self.background_only[name] += int(not (classes > 0).any())
+        if len(classes) and (classes.min() < 0 or classes.max() >= k):
+            raise PipelineError(f"data.source {self.data_cfg.source}: {_path_of(self.src, gi)} holds class "
+                                f"{int(classes.max() if classes.max() >= k else classes.min())}, "
+                                f"outside the {k} classes")
+        self.target_counts[name] += np.bincount(classes, minlength=k)[:k]
+        return target
 
     def add(self, name: str, index: np.ndarray, results: list) -> None:
         kept = []
@@ -170,7 +202,7 @@ class _Writer:
                     "set data.image_size: [height, width]")
             label = int(self.labels[gi])
             if self.checker.add(name, digest, label):
-                self.shards[name].write(image, label)
+                self.shards[name].write(image, label, self._target(gi, image, name))
                 if name == "train":
                     kept.append(image)
         if kept:
@@ -183,6 +215,13 @@ class _Writer:
         seen = [np.asarray(v, np.int64) for v in self.checker.labels.values()] or [np.zeros(0, np.int64)]
         readable = np.bincount(np.concatenate(seen), minlength=len(self.src.class_names))
         dead = [i for i, c in enumerate(readable) if c == 0]
+        if self.task != "classify":  # labels are only the dominant class: what must exist is each class's
+            dead = []                # objects / pixels in the training split
+            absent = [i for i, c in enumerate(self.target_counts["train"]) if c == 0]
+            if absent:
+                what = "object" if self.task == "detect" else "pixel"
+                raise PipelineError(f"data.source {self.data_cfg.source}: the training split has no {what} of "
+                                    f"class {self.src.class_names[absent[0]]!r}; the model could never learn it")
         if dead:
             first = self.first_skip.get(dead[0], {"path": "?", "reason": "?"})
             raise PipelineError(f"data.source {self.data_cfg.source}: no image of class "
@@ -239,11 +278,20 @@ def run(cfg, out: Path) -> tuple[list, dict, dict]:
             "origin": src.origin, "resize": dc.resize, "notes": src.notes}
     if src.encoding:  # sequences and audio: how the source turned its signal into uint8 pixels
         meta["encoding"] = src.encoding
+    if src.task != "classify":  # what the targets hold, per split and class (objects or pixels)
+        meta["task"] = src.task
+        unit = "objects" if src.task == "detect" else "pixels"
+        meta["targets"] = {name: {unit: dict(zip(src.class_names, map(int, writer.target_counts[name]))),
+                                  "background_only_images": writer.background_only[name]}
+                           for name in data.SPLITS}
+        if src.task == "detect":
+            meta["max_objects"] = max(1, writer.max_objects)
     report["notes"] = src.notes
     outputs.append(artifacts.write_json(out / "classes.json", meta))
     outputs.append(artifacts.write_json(out / "preflight.json", report))
     summary = {"source": src.origin, "classes": len(src.class_names), "image_shape": meta["image_shape"],
                **{f"{k}_images": v for k, v in meta["counts"].items()}, "skipped_files": len(writer.skipped),
+               **({"task": src.task} if src.task != "classify" else {}),
                "images_per_second": round(total / max(seconds, 1e-9), 1),
                "workers": workers if src.files else 0,
                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

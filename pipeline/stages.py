@@ -76,10 +76,19 @@ def config_section(cfg, stage: str) -> dict:
         from pipeline import sources
 
         return {"data": _section(cfg, "data"), "source_identity": sources.identity(cfg.data)}
-    return {"build": lambda: {"model": _section(cfg, "model")},
-            "train": lambda: {"train": _section(cfg, "train"), "augment": _section(cfg, "augment")},
-            "evaluate": lambda: {"eval": _section(cfg, "eval")},
-            "export": lambda: {"export": _section(cfg, "export"), "budget": cfg.model.budget}}[stage]()
+    detect = {"detect": _section(cfg, "detect")} if cfg.model.task == "detect" else {}
+    return {"build": lambda: {"model": _section(cfg, "model"), **_detect_keys(cfg, "stride")},
+            "train": lambda: {"train": _section(cfg, "train"), "augment": _section(cfg, "augment"),
+                              **_detect_keys(cfg, "object_weight")},
+            "evaluate": lambda: {"eval": _section(cfg, "eval"), **detect},
+            "export": lambda: {"export": _section(cfg, "export"), "budget": cfg.model.budget, **detect}}[stage]()
+
+
+def _detect_keys(cfg, *keys) -> dict:
+    """The ``detect.*`` keys a stage reads, only for a detection model (other tasks ignore the section)."""
+    if cfg.model.task != "detect":
+        return {}
+    return {"detect": {key: getattr(cfg.detect, key) for key in keys}}
 
 
 def external_inputs(cfg, stage: str, run_dir: Path = Path("runs/run")) -> list:
@@ -101,7 +110,7 @@ def resume_material(cfg) -> dict:
 
     return {"data": _section(cfg, "data", RESUME_FREE), "source_identity": sources.identity(cfg.data),
             "model": _section(cfg, "model"), "train": _section(cfg, "train", RESUME_FREE),
-            "augment": _section(cfg, "augment")}
+            "augment": _section(cfg, "augment"), **_detect_keys(cfg, "stride", "object_weight")}
 
 
 def train_inputs(cfg, run_dir: Path) -> tuple[list, dict]:

@@ -42,12 +42,14 @@ def optimizer(train_cfg, steps_per_epoch: int):
     return keras.optimizers.Adam(lr)
 
 
-def compile_model(model, train_cfg, steps_per_epoch: int):
+def compile_model(model, train_cfg, steps_per_epoch: int, loss=None):
+    """Compile with the task's loss (:func:`pipeline.heads.loss`; a classifier's cross-entropy by default)
+    and accuracy: of labels, of detection cells, of segmentation pixels."""
     import keras
 
-    model.compile(optimizer=optimizer(train_cfg, steps_per_epoch),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg.label_smoothing),
-                  metrics=["accuracy"])
+    if loss is None:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg.label_smoothing)
+    model.compile(optimizer=optimizer(train_cfg, steps_per_epoch), loss=loss, metrics=["accuracy"])
     return model
 
 
@@ -58,10 +60,18 @@ def datasets(data_dir: Path, meta: dict, cfg, strategy=None):
     from pipeline import augment
     from pipeline import strategy as strategies
 
-    augment_fn = augment.build(cfg.augment, len(meta["class_names"]), cfg.train.seed)
+    from pipeline import augment_targets, heads
+
+    task = data.task(meta)
+    if task == "classify":
+        augment_fn = augment.build(cfg.augment, len(meta["class_names"]), cfg.train.seed)
+    else:  # the ops that move pixels move the objects / masks with them
+        augment_fn = augment_targets.build(cfg.augment, task, cfg.train.seed)
+    encode = heads.encode_fn(cfg, meta)
     batch = cfg.train.batch_size
-    train_ds = data.train_dataset(data_dir, meta, batch, cfg.train.seed, augment_fn, cache=cfg.train.cache)
-    val_ds = data.eval_dataset(data_dir, meta, "val", batch, cache=cfg.train.cache)
+    train_ds = data.train_dataset(data_dir, meta, batch, cfg.train.seed, augment_fn, cache=cfg.train.cache,
+                                  encode_fn=encode)
+    val_ds = data.eval_dataset(data_dir, meta, "val", batch, cache=cfg.train.cache, encode_fn=encode)
     # TFRecord pipelines have an unknown length, on which Keras steps the optimizer's iteration count (the
     # schedule's clock) once more per epoch than it trains; state the number of batches
     batches = {name: math.ceil(meta["counts"][name] / batch) for name in ("train", "val")}
@@ -118,7 +128,8 @@ def training_model(model_path: Path, meta: dict, cfg, policy: str, runs_root: Pa
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]), runs_root)
+        model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]), runs_root,
+                             cfg.detect.stride)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     try:
@@ -164,8 +175,10 @@ def fit(model_path: Path, data_dir: Path, cfg, out_dir: Path, resume_key: str | 
     resumed_from = state.epoch if state else None
     with strategy.scope():
         steps = math.ceil(meta["counts"]["train"] / tc.batch_size)
+        from pipeline import heads
+
         model = compile_model(training_model(model_path, meta, cfg, policy, Path(data_dir).parent.parent), tc,
-                              steps)
+                              steps, heads.loss(cfg, meta))
         if state is not None:
             ckpt.restore(model, state)
     state = state or resume.State(key)

@@ -23,12 +23,14 @@ def resolved_spec(model_cfg, input_shape) -> list:
     return spec.normalize(presets.layers(model_cfg, input_shape), where)
 
 
-def plan(model_cfg, input_shape, num_classes: int) -> list:
-    """The checked plan of the model (no TensorFlow): one :class:`spec.Op` per Keras layer."""
+def plan(model_cfg, input_shape, num_classes: int, stride: int = 8) -> list:
+    """The checked plan of the model (no TensorFlow): one :class:`spec.Op` per Keras layer. ``num_classes``
+    counts the object classes of a detection model (its output adds a background score)."""
     where = "model.layers" if model_cfg.layers else f"model.preset {model_cfg.preset}: layer"
     blocks = resolved_spec(model_cfg, input_shape)
     try:
-        return spec.plan(blocks, input_shape, num_classes, where, model_cfg.initializer, model_cfg.l2)
+        return spec.plan(blocks, input_shape, num_classes, where, model_cfg.initializer, model_cfg.l2,
+                         task=model_cfg.task, stride=stride, from_preset=not model_cfg.layers)
     except ConfigError as exc:
         text = str(exc)
         if model_cfg.layers or not any(k in text for k in ("larger than its input", "reaches zero")):
@@ -42,7 +44,7 @@ def is_transfer(model_cfg) -> bool:
     return bool(model_cfg.base_model or model_cfg.backbone)
 
 
-def build(model_cfg, input_shape, num_classes: int, runs_root: Path | str = "runs"):
+def build(model_cfg, input_shape, num_classes: int, runs_root: Path | str = "runs", stride: int = 8):
     """Build an untrained model for ``input_shape`` = (H, W, C) raw pixels and ``num_classes`` classes.
 
     The spec is checked and the model's size compared with this machine's memory before Keras builds it."""
@@ -50,11 +52,14 @@ def build(model_cfg, input_shape, num_classes: int, runs_root: Path | str = "run
 
     from pipeline.models import transfer
 
+    if model_cfg.task != "classify" and is_transfer(model_cfg):
+        raise ConfigError(f"model.task {model_cfg.task}: transfer learning (model.base_model, model.backbone) "
+                          "replaces a class layer; build a detection or segmentation model from model.layers")
     if model_cfg.base_model:
         return transfer.from_base(model_cfg, input_shape, num_classes, runs_root)
     if model_cfg.backbone:
         return transfer.backbone(model_cfg, input_shape, num_classes)
-    ops = plan(model_cfg, input_shape, num_classes)
+    ops = plan(model_cfg, input_shape, num_classes, stride)
     where = "model" if model_cfg.layers else f"model.preset {model_cfg.preset}"
     summary.check_memory(summary.estimate(ops), where)
     keras.utils.set_random_seed(model_cfg.seed)

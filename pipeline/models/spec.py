@@ -306,11 +306,22 @@ class Planner:
 
 
 def plan(blocks: list, input_shape, num_classes: int, where: str = "model.layers",
-         initializer: str = "glorot_uniform", l2: float = 0.0) -> list[Op]:
-    """Every op of the model (rescale, the blocks, the class layer) with shapes, parameters and MACs."""
+         initializer: str = "glorot_uniform", l2: float = 0.0, task: str = "classify", stride: int = 8,
+         from_preset: bool = False) -> list[Op]:
+    """Every op of the model (rescale, the blocks, the task's head) with shapes, parameters and MACs: the
+    class layer of a classifier, or the detection / segmentation ends of :mod:`pipeline.models.task_heads`."""
     p = Planner(tuple(input_shape), initializer, l2)
     last = p.blocks(blocks, p.ops[0], where, "b")
-    p.head(last, num_classes)
+    if task == "detect":
+        from pipeline.models import task_heads
+
+        task_heads.detect(p, stride, num_classes, from_preset, where)
+    elif task == "segment":
+        from pipeline.models import task_heads
+
+        task_heads.segment(p, num_classes, from_preset, where)
+    else:
+        p.head(last, num_classes)
     return p.ops
 
 
@@ -340,6 +351,10 @@ def _keras_layer(op: Op, initializer: str, l2: float):
                                  use_bias=a["bias"], name=n, depthwise_initializer=initializer,
                                  pointwise_initializer=initializer, depthwise_regularizer=reg,
                                  pointwise_regularizer=reg)
+    if op.kind == "transpose_conv":
+        return L.Conv2DTranspose(a["filters"], a["kernel"], strides=a["stride"], padding="same", name=n, **w)
+    if op.kind == "concat":
+        return L.Concatenate(name=n)
     if op.kind == "projection":
         conv = L.Conv2D if nd == 2 else L.Conv1D
         return conv(a["filters"], 1, strides=a["stride"], padding="same", name=n, **w)
@@ -378,5 +393,5 @@ def to_keras(ops: list[Op], name: str, initializer: str = "glorot_uniform", l2: 
     for op in ops:
         args = [tensors[i] for i in op.inputs] or [inputs]
         layer = _keras_layer(op, initializer, l2)
-        tensors[op.name] = layer(args if op.kind == "add" else args[0])
+        tensors[op.name] = layer(args if op.kind in ("add", "concat") else args[0])
     return keras.Model(inputs, tensors[ops[-1].name], name=name)

@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline.errors import ConfigError
 
 FOLDED = ("bn", "relu", "relu6", "dropout")       # vanish into the op before them in the int8 file
-WEIGHTED = ("conv", "conv1d", "depthwise_conv", "projection", "dense")
+WEIGHTED = ("conv", "conv1d", "depthwise_conv", "projection", "dense", "transpose_conv")
 # Least-squares fits on the six presets converted after brief training (docs/models.md): the flatbuffer
 # holds per op its tensors, names and options, per output channel an int32 bias and quantization scales and
 # zero points; the TFLM arena holds per output channel the requantization multiplier and shift, per op its
