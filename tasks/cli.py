@@ -26,6 +26,7 @@ COMMANDS = {
     "runs": ("runs", "runs", "List every run: model, accuracy, int8 size, arena and state."),
     "compare": ("runs", "compare", "Show two runs side by side: differing config keys and their figures."),
     "report": ("report", "report", "Write runs/<run>/report.html: one self-contained page showing the run."),
+    "scenes": ("scenes", "scenes", "Write generated shapes as a yolo: (detect) or masks: (segment) dataset."),
 }
 
 

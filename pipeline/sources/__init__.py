@@ -49,10 +49,16 @@ def parse(source: str) -> tuple[str, str]:
     if kind not in LOADERS:
         raise ConfigError(f"data.source: unknown source {source!r} "
                           f"(use digits, tfds:<name>, idx:<dir>, folder:<dir>, csv:<file>, mnist1d, "
-                          f"npz:<file>, ucr:<name> or audio:<dir>)")
+                          f"npz:<file>, ucr:<name>, audio:<dir>, yolo:<dir>, masks:<dir> or "
+                          f"scenes:detect|segment)")
     if kind not in ("digits", "mnist1d") and not arg.strip():
-        example = {"tfds": "mnist", "csv": "<file>", "npz": "<file>", "ucr": "GunPoint"}.get(kind, "<dir>")
+        example = {"tfds": "mnist", "csv": "<file>", "npz": "<file>", "ucr": "GunPoint",
+                   "scenes": "detect or scenes:segment"}.get(kind, "<dir>")
         raise ConfigError(f"data.source: {kind}: needs an argument, e.g. {kind}:{example}")
+    if kind == "scenes":  # detect or segment, then options: checked now, before any stage runs
+        from pipeline.scenes import parse_arg
+
+        parse_arg(arg.strip())
     return kind, arg.strip()
 
 
@@ -105,6 +111,10 @@ LOADERS = {
     "npz": _lazy("npz", "load_npz"),
     "ucr": _lazy("ucr", "load_ucr"),
     "audio": _lazy("audio", "load_audio"),
+    "yolo": _lazy("yolo", "load_yolo"),
+    "masks": _lazy("masks", "load_masks"),
+    "scenes": lambda arg, data_cfg: __import__("pipeline.scenes", fromlist=["load_source"]).load_source(
+        arg, data_cfg),
 }
 
 SPLIT_NAMES = ("train", "val", "validation", "test")
@@ -175,12 +185,16 @@ def identity(data_cfg) -> dict:
             from importlib import import_module
 
             out[key] = import_module(f"pipeline.sources.{kind}").identity(arg, data_cfg)
-        elif kind in ("idx", "folder"):
+        elif kind in ("idx", "folder", "yolo", "masks"):
             root = source_path(arg)
             listing = sorted((str(p.relative_to(root)), st.st_size, int(st.st_mtime))
                              for p, st in ((p, p.stat()) for p in root.rglob("*") if p.is_file())
                              ) if root.is_dir() else None
             out[key] = {"path": str(root.resolve()), "files": sha256_json(listing)}
+        elif kind == "scenes":  # generated: the argument and the drawing's version say it all
+            from pipeline.scenes import VERSION
+
+            out[key] = {"scenes": arg, "version": VERSION}
         elif kind == "tfds":  # a prepared copy appearing later (after an offline fallback) re-ingests
             out[key] = {"name": arg, "dir": data_cfg.tfds_dir, "prepared": _tfds_prepared(arg, data_cfg)}
         else:
