@@ -151,7 +151,8 @@ class EdgeModel:
         return self._run(x.reshape(self.input_shape))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """uint8 raw pixels [N,H,W,C] (or one [H,W,C]) -> float32 scores [N, num_classes]."""
+        """uint8 raw pixels [N,H,W,C] (or one [H,W,C]) -> float32 scores [N, num_classes] (a detection or
+        segmentation model: [N, *the output's shape])."""
         images = np.asarray(images)
         if images.ndim == len(self.image_shape):
             images = images[None]
@@ -162,7 +163,7 @@ class EdgeModel:
         scores = np.empty((len(x), self.num_classes), np.float32)
         for i in range(len(x)):  # the files are converted with a fixed batch of 1
             scores[i] = self.dequantize(self._run(x[i:i + 1])).reshape(-1)
-        return scores
+        return scores.reshape((len(x), *self.output["shape"][1:]))  # [N, K]; a detection grid, a mask
 
 
 def _inspector(model) -> Interpreter:

@@ -1,4 +1,5 @@
-"""Test-split metrics with sklearn.metrics and a confusion-matrix figure with matplotlib."""
+"""Test-split metrics with sklearn.metrics and a confusion-matrix figure with matplotlib; detection and
+segmentation models are measured by their task module (:mod:`pipeline.heads`) instead."""
 from __future__ import annotations
 
 import warnings
@@ -87,4 +88,43 @@ def evaluate(model_path: Path, data_dir: Path, eval_cfg, out_dir: Path) -> dict:
     artifacts.write_json(out_dir / "metrics.json", result)
     confusion_figure(result["confusion_matrix"], meta["class_names"], out_dir / "confusion_matrix.png",
                      f"Test confusion matrix (accuracy {100 * result['accuracy']:.2f}%, n={len(y)})")
+    return result
+
+
+def predict_targets(model, data_dir: Path, name: str, meta: dict, batch_size: int, limit: int | None = None):
+    """(images, targets, probabilities) of a detection or segmentation split, batch by batch; only the first
+    ``limit`` images are kept (the figure's), the targets and outputs of all of them."""
+    import tensorflow as tf
+
+    from pipeline import data
+
+    ds = data.split_dataset(data_dir, name, meta).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    images, targets, probs = [], [], []
+    kept = 0
+    for x, t in ds.as_numpy_iterator():
+        probs.append(np.asarray(model.predict_on_batch(x.astype(np.float32))))
+        targets.append(t)
+        if limit is None or kept < limit:
+            images.append(x[: None if limit is None else limit - kept])
+            kept += len(images[-1])
+    return np.concatenate(images), np.concatenate(targets), np.concatenate(probs)
+
+
+FIGURE_IMAGES = 12
+
+
+def evaluate_task(model_path: Path, data_dir: Path, cfg, out_dir: Path) -> dict:
+    """Evaluate a detection or segmentation model on the test split: ``metrics.json`` and ``predictions.png``
+    (test images with the true and the predicted objects or masks)."""
+    from pipeline import data, heads, models
+
+    meta = data.read_meta(data_dir)
+    model = models.load(model_path, compile=False)
+    images, targets, probs = predict_targets(model, data_dir, "test", meta, cfg.eval.batch_size, FIGURE_IMAGES)
+    result = heads.measure(cfg, meta, targets, probs)
+    artifacts.write_json(out_dir / "metrics.json", result)
+    headline = heads.HEADLINE[meta["task"]]
+    heads.figure(cfg, meta, images, targets[:len(images)], probs[:len(images)], out_dir / "predictions.png",
+                 f"Test predictions ({heads.TITLE[meta['task']]} {100 * result[headline]:.1f}%, "
+                 f"n={len(targets)})")
     return result

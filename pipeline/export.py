@@ -5,6 +5,8 @@ ops. Full-integer modes are calibrated on a stratified sample of the training sp
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from pipeline.config import FORMATS
@@ -120,8 +122,45 @@ def _cell(text: str) -> str:
     return "".join("\\" + ch if ch in "|\\`*_[]<>#" else ch for ch in str(text)).replace("\n", " ")
 
 
+def _micro_lines(card: dict) -> list:
+    if not card.get("micro"):
+        return []
+    m = card["micro"]
+    return ["", "## Microcontroller", "",
+            f"TFLM tensor arena: {m.get('arena_bytes')} bytes; ops: {', '.join(m.get('ops', []))}; "
+            f"TFLM matches LiteRT on {m.get('golden_vectors')} golden vectors "
+            f"(max difference {m.get('max_abs_diff_lsb')} LSB)."]
+
+
+def task_report_markdown(run: str, card: dict) -> str:
+    """``report.md`` of a detection or segmentation model: its metric per file and class, and the decoding."""
+    metric, keras = card["metric"], card["keras_metric"][card["metric"]]
+    lines = [f"# Export report: {run} ({card['task']})", "",
+             f"Keras model test {metric}: {100 * keras:.2f}% on {card['keras']['n_test']} test images; gate: at "
+             f"most {card['gate_metric']['max_metric_drop']} points of {metric} lost by a quantized file, at most "
+             f"{card['gate'].get('max_class_drop')} points of any one class's.", "",
+             f"| file | format | size | {metric} | drop (points) | changed | max prob diff |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for fmt, f in card["files"].items():
+        p = f["parity"]
+        lines.append(f"| {f['file']} | {fmt} | {f['bytes']:,} B | {100 * p['value']:.2f}% | "
+                     f"{p['drop_points']:+.2f} | {100 * p['changed']:.2f}% | {p['max_abs_prob_diff']:.4f} |")
+    if card["gate"].get("failures"):
+        lines += ["", "## Gate failed", ""] + [f"- {_cell(f)}" for f in card["gate"]["failures"]]
+    lines += ["", f"## Per-class {metric} delta against Keras (points)", "",
+              "| class | " + " | ".join(card["files"]) + " |", "|---|" + "---:|" * len(card["files"])]
+    for name in card["class_names"]:
+        cells = [f"{f['parity']['per_class'].get(name, {}).get('delta_points', 0.0):+.2f}"
+                 for f in card["files"].values()]
+        lines.append(f"| {_cell(name)} | " + " | ".join(cells) + " |")
+    lines += ["", "## Decoding the output", "", "```json", json.dumps(card["decoding"], indent=2), "```"]
+    return "\n".join(lines + _micro_lines(card)) + "\n"
+
+
 def report_markdown(run: str, card: dict) -> str:
     """``report.md``: the parity table a person reads before flashing a model."""
+    if card.get("task"):
+        return task_report_markdown(run, card)
     lines = [f"# Export report: {run}", "",
              f"Keras model test accuracy: {100 * card['keras']['accuracy']:.2f}% "
              f"on {card['keras']['n_test']} test images; gate: at most "
@@ -142,10 +181,5 @@ def report_markdown(run: str, card: dict) -> str:
         cells = [f"{f['parity']['per_class'].get(name, {}).get('delta_points', 0.0):+.2f}"
                  for f in card["files"].values()]
         lines.append(f"| {_cell(name)} | " + " | ".join(cells) + " |")
-    if card.get("micro"):
-        m = card["micro"]
-        lines += ["", "## Microcontroller", "",
-                  f"TFLM tensor arena: {m.get('arena_bytes')} bytes; ops: {', '.join(m.get('ops', []))}; "
-                  f"TFLM matches LiteRT on {m.get('golden_vectors')} golden vectors "
-                  f"(max difference {m.get('max_abs_diff_lsb')} LSB)."]
+    lines += _micro_lines(card)
     return "\n".join(lines) + "\n"

@@ -16,25 +16,34 @@ from pipeline import artifacts, data, export, models
 from pipeline.errors import PipelineError
 
 
-def _convert_all(cfg, model, rep_images, x_test, y_test, ref_probs, class_names, staging: Path) -> dict:
+def _convert_all(cfg, model, rep_images, x_test, y_test, ref_probs, meta: dict, staging: Path) -> dict:
     from pipeline import progress
 
     files = {}
     with progress.track(len(cfg.export.formats), "export: convert, audit, parity", unit="file") as advance:
         for fmt in cfg.export.formats:
-            files[fmt] = _convert_one(cfg, fmt, model, rep_images, x_test, y_test, ref_probs, class_names,
-                                      staging)
+            files[fmt] = _convert_one(cfg, fmt, model, rep_images, x_test, y_test, ref_probs, meta, staging)
             advance(1)
     return files
 
 
-def _convert_one(cfg, fmt, model, rep_images, x_test, y_test, ref_probs, class_names, staging: Path) -> dict:
+def _parity(cfg, meta: dict, ref_probs, probs, y_test) -> dict:
+    """The file's parity with the Keras model: accuracy of a classifier, the task metric otherwise."""
+    if data.task(meta) == "classify":
+        return export.parity(ref_probs, probs, y_test, meta["class_names"])
+    from pipeline import heads
+
+    return heads.parity(cfg, meta, ref_probs, probs, y_test)
+
+
+def _convert_one(cfg, fmt, model, rep_images, x_test, y_test, ref_probs, meta: dict, staging: Path) -> dict:
     """Convert to one format, audit the file, write it to the staging folder and measure its parity."""
     from pipeline import audit, edge, metadata
 
+    class_names = meta["class_names"]
     rgb = {"rgb_input": True} if cfg.export.rgb_input else {}  # the keyword only when asked for
     blob = export.convert(model, fmt, rep_images, cfg.export.io_dtype, **rgb)
-    if cfg.export.metadata:  # before the audit, the write and the hash: the card describes the file on disk
+    if cfg.export.metadata and data.task(meta) == "classify":  # the card describes the file on disk
         blob = metadata.embed(blob, class_names, name=f"cnnpipe image classifier ({fmt})",
                               description=f"{len(class_names)} classes, trained on {cfg.data.source}")
     check = audit.audit(blob, fmt, io_dtype=cfg.export.io_dtype if fmt == "int8" else None,
@@ -45,14 +54,18 @@ def _convert_one(cfg, fmt, model, rep_images, x_test, y_test, ref_probs, class_n
     return {"file": path.name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
             "input": runner.input, "output": runner.output, "ops": check["ops"],
             "metadata": cfg.export.metadata,
-            "parity": export.parity(ref_probs, probs, y_test, class_names)}
+            "parity": _parity(cfg, meta, ref_probs, probs, y_test)}
 
 
-def _gate(files: dict, max_drop: float, max_class_drop: float) -> list:
-    """Why a quantized file may not be published: overall accuracy lost, or one class's recall lost."""
+def _gate(files: dict, max_drop: float, max_class_drop: float, max_metric_drop: float | None = None) -> list:
+    """Why a quantized file may not be published: overall accuracy lost, or one class's recall lost (a
+    detection or segmentation file: its task metric, overall and per class, with ``max_metric_drop``)."""
     failures = []
     for fmt, f in files.items():
         if fmt not in export.QUANTIZED:
+            continue
+        if "metric" in f["parity"]:
+            failures += _task_gate(f, max_metric_drop, max_class_drop)
             continue
         drop = f["parity"]["accuracy_drop_points"]
         if drop > max_drop:
@@ -62,6 +75,18 @@ def _gate(files: dict, max_drop: float, max_class_drop: float) -> list:
             if -c["delta_points"] > max_class_drop:
                 failures.append(f"{f['file']} loses {-c['delta_points']:.2f} points of recall on class {name!r} "
                                 f"(limit export.max_class_drop = {max_class_drop})")
+    return failures
+
+
+def _task_gate(f: dict, max_drop: float, max_class_drop: float) -> list:
+    p, failures = f["parity"], []
+    if p["drop_points"] > max_drop:
+        failures.append(f"{f['file']} loses {p['drop_points']:.2f} points of {p['metric']} against the Keras model "
+                        f"(limit export.max_metric_drop = {max_drop})")
+    for name, c in p["per_class"].items():
+        if -c["delta_points"] > max_class_drop:
+            failures.append(f"{f['file']} loses {-c['delta_points']:.2f} points of {p['metric']} on class "
+                            f"{name!r} (limit export.max_class_drop = {max_class_drop})")
     return failures
 
 
@@ -80,7 +105,20 @@ def _card(cfg, run: str, meta: dict, model, keras_acc: float, n_test: int, files
                  "max_class_drop": cfg.export.max_class_drop, "passed": True, "failures": []},
         "representative_samples": rep_n,
         "files": files,
+        **_task_card(cfg, meta, keras_acc),
     }
+
+
+def _task_card(cfg, meta: dict, keras_score: float) -> dict:
+    """A detection or segmentation card: the task, its metric and how to decode the output tensor."""
+    task = data.task(meta)
+    if task == "classify":
+        return {}
+    from pipeline import heads
+
+    key = heads.HEADLINE[task]
+    return {"task": task, "metric": key, "keras_metric": {key: keras_score},
+            "decoding": heads.decoding(cfg, meta), "gate_metric": {"max_metric_drop": cfg.export.max_metric_drop}}
 
 
 def _encoding(meta: dict) -> dict:
@@ -104,7 +142,13 @@ def export_run(cfg, run_dir: Path, model_path: Path, data_dir: Path, out: Path, 
     x_test, y_test = data.load_split(data_dir, "test", meta)
     model = models.load(model_path, compile=False)
     ref_probs = model.predict(x_test.astype(np.float32), batch_size=256, verbose=0)
-    keras_acc = float((ref_probs.argmax(1) == y_test).mean())
+    task = data.task(meta)
+    if task == "classify":
+        keras_acc = float((ref_probs.argmax(1) == y_test).mean())
+        picks = y_test
+    else:  # the task metric; golden vectors are picked by each image's dominant class
+        keras_acc = _keras_metric(cfg, meta, ref_probs, y_test)
+        picks = data.read_labels(data_dir, "test")
     rep_idx = export.representative_sample(y_train, cfg.export.representative_samples, cfg.data.seed)
     rep_images = data.take(data_dir, "train", rep_idx, meta)
     if cfg.export.rgb_input and meta["image_shape"][-1] == 1:  # the files take RGB (luminance inside)
@@ -113,23 +157,25 @@ def export_run(cfg, run_dir: Path, model_path: Path, data_dir: Path, out: Path, 
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging-", dir=dest.parent))  # ours alone
     try:
-        files = _convert_all(cfg, model, rep_images, x_test, y_test, ref_probs, names, staging)
+        files = _convert_all(cfg, model, rep_images, x_test, y_test, ref_probs, meta, staging)
         card = _card(cfg, run_dir.name, meta, model, keras_acc, len(y_test), files, len(rep_idx))
         card["device"], device_failures = models.summary.device_check(  # measured vs estimated, model.budget
             cfg.model.budget, run_dir / "model" / "summary.json", files, staging, x_test)
-        failures = _gate(files, cfg.export.max_accuracy_drop, cfg.export.max_class_drop) + device_failures
+        failures = _gate(files, cfg.export.max_accuracy_drop, cfg.export.max_class_drop,
+                         cfg.export.max_metric_drop) + device_failures
         if failures:
             card["gate"].update(passed=False, failures=failures)
             artifacts.write_text(out / "report_failed.md", export.report_markdown(run_dir.name, card))
             raise PipelineError(f"export gate failed: {failures[0]}; nothing published, {dest} unchanged "
                                 f"(details: {out / 'report_failed.md'})")
-        _bundle_extras(cfg, card, files, staging, x_test, y_test)
+        _bundle_extras(cfg, card, files, staging, x_test, picks)
         artifacts.write_text(staging / "labels.txt", "\n".join(names) + "\n")
         artifacts.write_text(staging / "report.md", export.report_markdown(run_dir.name, card))
         artifacts.write_json(staging / artifacts.MARKER, {"made_by": "cnnpipe export", "bundle": dest.name})
         from pipeline import report  # the run report, from the card in hand and the files in the staging folder
 
-        report.into_bundle(cfg, run_dir, staging, card, model)
+        if task == "classify":  # the run report describes classifiers (docs/tasks.md)
+            report.into_bundle(cfg, run_dir, staging, card, model)
         card["bundle_files"] = bundle_listing(staging)
         artifacts.write_json(staging / "model_card.json", card)
         artifacts.publish_dir(staging, dest)
@@ -141,13 +187,21 @@ def export_run(cfg, run_dir: Path, model_path: Path, data_dir: Path, out: Path, 
     failed = out / "report_failed.md"
     if failed.exists():
         failed.unlink()
-    summary = {"published": str(dest), "keras_accuracy": round(keras_acc, 6),
-               **{f"{fmt}_accuracy": f["parity"]["accuracy"] for fmt, f in files.items()},
+    key = "accuracy" if task == "classify" else card["metric"]
+    summary = {"published": str(dest), f"keras_{key}": round(keras_acc, 6),
+               **{f"{fmt}_{key}": f["parity"]["accuracy" if task == "classify" else "value"]
+                  for fmt, f in files.items()},
                **{f"{fmt}_bytes": f["bytes"] for fmt, f in files.items()}}
     extra = {"card_sha256": artifacts.sha256_file(dest / "model_card.json"),
              "representative": {"samples": int(len(rep_idx)), "seed": cfg.data.seed,
                                 "split": "train", "stratified": True}}
     return copies, summary, extra
+
+
+def _keras_metric(cfg, meta: dict, ref_probs, targets) -> float:
+    from pipeline import heads
+
+    return float(heads.measure(cfg, meta, targets, ref_probs)[heads.HEADLINE[meta["task"]]])
 
 
 def bundle_listing(folder: Path) -> dict:

@@ -341,6 +341,13 @@ def evaluate(cfg, run_dir: Path, force: bool = False) -> StageResult:
     def work(out: Path):
         from pipeline import evaluate as evaluate_mod
 
+        if cfg.model.task != "classify":
+            from pipeline import heads
+
+            result = evaluate_mod.evaluate_task(model_path, data_dir, cfg, out)
+            key = heads.HEADLINE[cfg.model.task]
+            return [out / "metrics.json", out / "predictions.png"], {
+                "task": cfg.model.task, key: result[key], "n_test": result["n_test"]}, {}
         result = evaluate_mod.evaluate(model_path, data_dir, cfg.eval, out)
         summary = {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "n_test": result["n_test"]}
         return [out / "metrics.json", out / "confusion_matrix.png"], summary, {}
