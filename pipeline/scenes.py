@@ -248,8 +248,8 @@ def write(task: str, out_dir, n: int, size=DEFAULT_SIZE, seed: int = 0, **genera
     """Write ``n`` scenes to the new folder ``out_dir`` and return a summary.
 
     detect: ``images/scene_00000.png``, ``labels/scene_00000.txt`` (one ``class cx cy w h`` line per object,
-    6 decimals) and ``classes.txt``; of the images without objects, even-numbered ones get no label file and
-    odd ones an empty one (both mean background only to ``yolo:``). segment: ``images/*.png``,
+    6 decimals) and ``classes.txt``; of the images without objects, the first, third, ... get no label file and
+    the others an empty one (both mean background only to ``yolo:``). segment: ``images/*.png``,
     ``masks/*.png`` (palette PNGs whose indices are the classes) and ``classes.txt`` with a colour per class.
 
     ``out_dir`` must not exist or be empty; the files are written to a temporary folder beside it that is
@@ -278,13 +278,16 @@ def write(task: str, out_dir, n: int, size=DEFAULT_SIZE, seed: int = 0, **genera
             lines = [f"{c} #{r:02x}{g:02x}{b:02x}\n" for c, (r, g, b) in zip(names, colours)]
             (tmp / "classes.txt").write_text("".join(lines), encoding="utf-8")
             flat = [v for rgb in colours for v in rgb]
+        background_seen = 0
         for i in range(n):
             stem = f"scene_{i:05d}"
             Image.fromarray(images[i]).save(tmp / "images" / f"{stem}.png")
             if task == "detect":
-                if len(objects[i]) == 0 and i % 2 == 0:
-                    summary["without_label_file"] += 1
-                    continue
+                if len(objects[i]) == 0:
+                    background_seen += 1
+                    if background_seen % 2:  # the 1st, 3rd, ... background-only image: no label file
+                        summary["without_label_file"] += 1
+                        continue
                 (tmp / "labels" / f"{stem}.txt").write_text("".join(yolo_line(r) + "\n" for r in objects[i]),
                                                             encoding="utf-8")
             else:
