@@ -23,6 +23,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 # <pipeline-imports>  bundle.write_runtime() replaces this block: these modules are inlined above it in predict.py
 from pipeline.audio import load_features
+from pipeline.decoding import centroids, mask
 from pipeline.errors import PipelineError
 from pipeline.imaging import load_image
 from pipeline.sequence import load_npy
@@ -249,11 +250,14 @@ def predict_each(model_path, image_paths, top_k: int = 3, card: dict | None = No
                  num_threads: int | None = None):
     """Yield ``(path, top-k [(label, score)], None)`` per image file, each decoded and resized exactly as in
     training, or ``(path, None, one-line reason)`` for a file that cannot be read (missing, corrupt, a
-    decompression bomb), so one bad file does not stop the others. A bad model or card raises at once."""
+    decompression bomb), so one bad file does not stop the others. A bad model or card raises at once.
+    A detection model yields its objects instead of the top-k, a segmentation model its mask
+    (:func:`task_decoder`)."""
     model = EdgeModel(model_path, num_threads)
     card = load_card(model_path) if card is None else card
     channels, size, policy = _check_card(model, model_path, card)
-    names = class_names(model_path, card, model.num_classes)
+    decode = task_decoder(card, card.get("class_names", []))
+    names = class_names(model_path, card, model.num_classes) if decode is None else card["class_names"]
     encoding = card.get("input", {}).get("encoding")
     kind = (encoding or {}).get("kind")
     for path in image_paths:
@@ -265,8 +269,26 @@ def predict_each(model_path, image_paths, top_k: int = 3, card: dict | None = No
             yield path, None, f"{path}: cannot read {INPUT_WORDS.get(kind, 'image')} ({reason})"
             continue
         scores = model.predict(image[None])[0]
+        if decode is not None:
+            yield path, decode(scores), None
+            continue
         best = np.argsort(-scores, kind="stable")[:max(1, top_k)]
         yield path, [(names[k], float(scores[k])) for k in best], None
+
+
+def task_decoder(card: dict, names: list):
+    """None for a classifier; for a detection model ``scores -> [{"label", "x", "y", "score"}]``, for a
+    segmentation model ``scores -> uint8 mask [H, W]``, by the card's ``decoding`` (pipeline/decoding.py)."""
+    task, dec = card.get("task"), card.get("decoding", {})
+    if task == "detect":
+        def objects(scores):
+            found = centroids(scores, dec["input_hw"], dec["threshold"], dec.get("connectivity", 4))
+            return [{"label": names[o["class"]], "x": round(float(o["x"]), 2), "y": round(float(o["y"]), 2),
+                     "score": round(float(o["score"]), 4)} for o in found]
+        return objects
+    if task == "segment":
+        return mask
+    return None
 
 
 def predict_files(model_path, image_paths, top_k: int = 3, card: dict | None = None,
@@ -331,6 +353,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     if command == "predict":
         parser.add_argument("--top-k", type=int, default=3, help="labels shown per image")
+        parser.add_argument("--mask-dir", default="masks", help="segmentation models: where the predicted "
+                            "masks are written as <image>.mask.png (default: ./masks)")
         parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF, WEBP, TIFF); .npy "
                             "sequences or .wav clips for a sequence or audio model")
     else:
@@ -358,12 +382,18 @@ def _predict_cli(args) -> int:
     if not images:
         raise PipelineError("no image given")
     model = model or default_model(Path(__file__).resolve().parent)
+    card = load_card(model)
     rows, failed = [], 0
     for path, result, error in predict_each(model, images, args.top_k, num_threads=args.threads):
         if error:  # one line for the bad file; the others still get their results
             failed += 1
             print(f"error: {error}", file=sys.stderr, flush=True)
             rows.append({"image": path, "error": error})
+        elif card.get("task"):  # detected objects or a mask
+            row, text = task_row(path, result, card, args.mask_dir)
+            rows.append(row)
+            if not args.json:
+                print(text, flush=True)
         elif args.json:
             rows.append({"image": path, "top": [{"label": n, "score": s} for n, s in result]})
         else:
@@ -371,6 +401,55 @@ def _predict_cli(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
     return 1 if failed else 0
+
+
+def mask_path(image_path, mask_dir) -> Path:
+    return Path(mask_dir) / f"{Path(image_path).stem}.mask.png"
+
+
+def write_mask(mask_array: np.ndarray, image_path, mask_dir, card: dict) -> Path:
+    """The predicted mask as a PNG of class indices (mode L), at the input image's own size (nearest
+    neighbour), in ``mask_dir``; written atomically. Returns its path."""
+    from PIL import Image
+
+    out = mask_path(image_path, mask_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(np.asarray(mask_array, np.uint8), mode="L")
+    try:
+        with Image.open(image_path) as original:
+            size = original.size
+    except Exception:  # a .npy input or an unreadable header: keep the model's resolution
+        size = img.size
+    if size != img.size:
+        img = img.resize(size, Image.NEAREST)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        img.save(tmp, format="PNG")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a mask is an ordinary output file
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def mask_shares(mask_array: np.ndarray, card: dict) -> dict:
+    """{class name: share of the pixels} of a predicted mask, classes present only."""
+    names = card.get("class_names") or [str(i) for i in range(int(mask_array.max()) + 1)]
+    counts = np.bincount(np.asarray(mask_array).ravel(), minlength=len(names))
+    return {names[k]: round(float(c) / mask_array.size, 4) for k, c in enumerate(counts) if c}
+
+
+def task_row(path, result, card: dict, mask_dir) -> tuple[dict, str]:
+    """A detection or segmentation answer as a JSON row and a text line; a mask is written to ``mask_dir``."""
+    if card.get("task") == "segment":
+        written = write_mask(result, path, mask_dir, card)
+        shares = mask_shares(result, card)
+        text = ", ".join(f"{name} {100 * share:.1f}%" for name, share in shares.items())
+        return {"image": str(path), "mask": str(written), "classes": shares}, f"{path}: mask {written} ({text})"
+    lines = "".join(f"\n  {o['label']} x={o['x']:.1f} y={o['y']:.1f} score={o['score']:.3f}" for o in result)
+    return {"image": str(path), "objects": result}, f"{path}: {len(result)} object(s){lines}"
 
 
 def _bench_cli(args) -> int:

@@ -22,8 +22,13 @@ THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Labels shown per image.")
 @THREADS
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def predict(model, images, top_k, threads, as_json):
+@click.option("--mask-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("masks"),
+              show_default=True, help="Segmentation models: where <image>.mask.png files are written.")
+def predict(model, images, top_k, threads, as_json, mask_dir):
     """Classify IMAGE files with MODEL (.tflite): top-k labels with scores.
+
+    A detection model prints the objects it found (class, x, y in pixels, score); a segmentation model writes
+    a mask PNG of class indices per image into --mask-dir and prints each class's share of the pixels.
 
     A sequence model takes .npy files and an audio model .wav clips instead (the model card's input.encoding
     says which); they are encoded exactly as ingest did.
@@ -34,12 +39,18 @@ def predict(model, images, top_k, threads, as_json):
     from pipeline import edge
 
     width = max(len(str(p)) for p in images)
+    card = edge.load_card(model)
     rows, failed = [], 0
     for path, result, error in edge.predict_each(model, [str(p) for p in images], top_k, num_threads=threads):
         if error:
             failed += 1
             click.secho(f"error: {error}", err=True, fg="red")
             rows.append({"image": path, "error": error})
+        elif card.get("task"):
+            row, text = edge.task_row(path, result, card, mask_dir)
+            rows.append(row)
+            if not as_json:
+                click.echo(text)
         elif as_json:
             rows.append({"image": path, "top": [{"label": n, "score": round(s, 6)} for n, s in result]})
         else:
