@@ -1,0 +1,363 @@
+"""Object detection as FOMO-style centroids: targets, loss, matching, metrics, parity, figure, decoding card.
+
+Targets
+-------
+The model sees an ``H x W`` image and answers on a ``gh x gw`` grid (``gh = H // stride``,
+``gw = W // stride``) with a softmax over ``K + 1`` channels per cell: channel 0 is background, channel
+``c + 1`` object class ``c``. An object with normalised centre ``(cx, cy)`` marks the one cell that holds its
+centre, row ``i = floor(cy * gh)`` and column ``j = floor(cx * gw)``, clipped into the grid (a centre at 1.0
+or slightly outside still lands in the border cell). Every other cell is background. When several objects
+fall in one cell the **larger** one (``w * h``) wins; equal areas go to the **later** row of the list. Rows
+with class ``-1`` are padding; rows with a class outside ``0..K-1`` are dropped too (ingest validates
+classes, so none should reach here).
+
+Loss
+----
+Weighted categorical cross-entropy per cell, ``w(y) * -sum_k y_k log p_k``, with ``w = 1`` for a background
+cell and ``w = object_weight`` for an object cell, averaged over all cells of the batch. Objects fill a few
+cells out of ``gh * gw`` (2 of 144 on a 96x96 input at stride 8), so without the weight the model learns that
+"always background" is nearly right; Edge Impulse's FOMO uses 100, which is our default.
+
+Matching and metrics
+--------------------
+Predicted centres (``pipeline.decoding.centroids``) are matched to true centres greedily: highest score
+first, each takes the nearest still-unmatched true object of the same class within ``distance`` pixels
+(Euclidean, in input pixels). A match is a true positive; an unmatched prediction a false positive; an
+unmatched true object a false negative. Precision ``tp / (tp + fp)``, recall ``tp / (tp + fn)`` and
+F1 ``2 tp / (2 tp + fp + fn)`` are computed from these counts (0 when a denominator is 0). They are plain
+counts rather than sklearn calls because a false positive has no true label to pair with, nor a false
+negative a predicted one: sklearn's paired ``y_true / y_pred`` does not fit. Micro averages sum the counts
+over classes; ``macro_f1`` is the mean F1 over classes that have true objects or predictions (a class absent
+from both says nothing and is left out).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import artifacts, decoding
+
+DEFAULT_OBJECT_WEIGHT = 100.0
+_LOSS_CLASS = None
+
+
+# ---------------------------------------------------------------------------------------------- targets
+def encode(objects, image_hw, stride: int, num_classes: int):
+    """float32 one-hot targets [B, gh, gw, K+1] from padded objects [B, M, 5] (class, cx, cy, w, h).
+
+    TensorFlow ops only, so it runs inside ``tf.data.Dataset.map``; an unbatched [M, 5] gives [gh, gw, K+1].
+    """
+    import tensorflow as tf
+
+    objects = tf.convert_to_tensor(objects, dtype=tf.float32)
+    if objects.shape.rank == 2:  # one example, [M, 5]
+        return encode(objects[tf.newaxis], image_hw, stride, num_classes)[0]
+    gh, gw = int(image_hw[0]) // int(stride), int(image_hw[1]) // int(stride)
+    cls = tf.cast(tf.round(objects[..., 0]), tf.int32)                            # [B, M]
+    row = tf.clip_by_value(tf.cast(tf.floor(objects[..., 2] * gh), tf.int32), 0, gh - 1)
+    col = tf.clip_by_value(tf.cast(tf.floor(objects[..., 1] * gw), tf.int32), 0, gw - 1)
+    valid = (cls >= 0) & (cls < num_classes)
+    cell = tf.where(valid, row * gw + col, -1)                                      # [B, M]
+    member = tf.equal(cell[..., tf.newaxis], tf.range(gh * gw, dtype=tf.int32))     # [B, M, G]
+    area = objects[..., 3] * objects[..., 4]
+    area = tf.where(member, area[..., tf.newaxis], -1.0)
+    largest = member & tf.equal(area, tf.reduce_max(area, axis=1, keepdims=True))   # the larger object...
+    index = tf.range(tf.shape(objects)[1], dtype=tf.int32)[tf.newaxis, :, tf.newaxis]
+    winner = tf.reduce_max(tf.where(largest, index, -1), axis=1)                     # ...then the later one
+    chosen = tf.equal(index, winner[:, tf.newaxis, :])              # [B, M, G]; no gather, so M = 0 works
+    label = tf.reduce_sum(tf.where(chosen, cls[..., tf.newaxis] + 1, 0), axis=1)     # [B, G], 0 = background
+    onehot = tf.one_hot(label, num_classes + 1, dtype=tf.float32)
+    return tf.reshape(onehot, [-1, gh, gw, num_classes + 1])
+
+
+# ---------------------------------------------------------------------------------------------- loss
+def loss_class():
+    """The registered Keras loss class ``cnnpipe>DetectionLoss``, built (and registered) on first use so that
+    importing this module does not import Keras. Call it (or ``custom_objects``) before loading a model
+    compiled with it."""
+    global _LOSS_CLASS
+    if _LOSS_CLASS is None:
+        _LOSS_CLASS = _define_loss()
+    return _LOSS_CLASS
+
+
+def _define_loss():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="cnnpipe", name="DetectionLoss")
+    class DetectionLoss(keras.losses.Loss):
+        """Cell-wise categorical cross-entropy, object cells weighted ``object_weight``, mean over cells."""
+
+        def __init__(self, num_classes: int, object_weight: float = DEFAULT_OBJECT_WEIGHT,
+                     name: str = "fomo_loss", reduction="sum_over_batch_size", dtype=None):
+            super().__init__(name=name, reduction=reduction, dtype=dtype)
+            self.num_classes = int(num_classes)
+            self.object_weight = float(object_weight)
+
+        def call(self, y_true, y_pred):
+            ops = keras.ops
+            y_pred = ops.convert_to_tensor(y_pred)
+            y_true = ops.cast(y_true, y_pred.dtype)
+            weights = ops.convert_to_tensor([1.0] + [self.object_weight] * self.num_classes,
+                                            dtype=y_pred.dtype)
+            eps = keras.config.epsilon()
+            cross_entropy = -ops.sum(y_true * ops.log(ops.clip(y_pred, eps, 1.0 - eps)), axis=-1)
+            return cross_entropy * ops.sum(y_true * weights, axis=-1)
+
+        def get_config(self):
+            return {**super().get_config(), "num_classes": self.num_classes,
+                    "object_weight": self.object_weight}
+
+    return DetectionLoss
+
+
+def loss(num_classes: int, object_weight: float = DEFAULT_OBJECT_WEIGHT):
+    """A ``DetectionLoss`` instance for ``model.compile(loss=...)``."""
+    return loss_class()(num_classes=num_classes, object_weight=object_weight)
+
+
+def custom_objects() -> dict:
+    """``{"cnnpipe>DetectionLoss": class}`` for ``keras.models.load_model(..., custom_objects=...)``."""
+    return {"cnnpipe>DetectionLoss": loss_class()}
+
+
+def __getattr__(name):  # ``detect.Loss`` builds the class lazily
+    if name == "Loss":
+        return loss_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------- matching
+def true_centres(truth, image_hw) -> tuple[np.ndarray, np.ndarray]:
+    """(classes int [n], centres [n, 2] as (x, y) input pixels) of one image's truth rows
+    (class, cx, cy, w, h); padding rows (class < 0) are dropped."""
+    truth = np.asarray(truth, dtype=np.float64).reshape(-1, 5)
+    truth = truth[truth[:, 0] >= 0]
+    centres = np.stack([truth[:, 1] * float(image_hw[1]), truth[:, 2] * float(image_hw[0])], axis=1)
+    return np.rint(truth[:, 0]).astype(int), centres
+
+
+def match(truth, found: list[dict], image_hw, distance: float, num_classes: int | None = None):
+    """Greedy matching of one image: (tp, fp, fn), int arrays [K] indexed by class.
+
+    ``num_classes`` defaults to one more than the largest class seen in ``truth`` or ``found``.
+    """
+    classes, centres = true_centres(truth, image_hw)
+    if num_classes is None:
+        num_classes = 1 + max([-1] + classes.tolist() + [int(o["class"]) for o in found])
+    tp, fp, fn = (np.zeros(num_classes, dtype=np.int64) for _ in range(3))
+    taken = np.zeros(len(classes), dtype=bool)
+    for obj in sorted(found, key=lambda o: -float(o["score"])):
+        c = int(obj["class"])
+        gap = np.hypot(centres[:, 0] - float(obj["x"]), centres[:, 1] - float(obj["y"]))
+        gap[(classes != c) | taken | (gap > distance)] = np.inf
+        if len(gap) and np.isfinite(gap.min()):
+            taken[int(gap.argmin())] = True
+            tp[c] += 1
+        else:
+            fp[c] += 1
+    np.add.at(fn, classes[~taken], 1)
+    return tp, fp, fn
+
+
+def _ratio(num, den) -> np.ndarray:
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def scores(tp, fp, fn) -> dict:
+    """precision, recall, f1 (arrays, or floats for scalar counts) from counts; 0 where undefined."""
+    precision, recall, f1 = _ratio(tp, tp + fp), _ratio(tp, tp + fn), _ratio(2 * tp, 2 * tp + fp + fn)
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+class Accumulator:
+    """Streaming detection counts: ``add`` batch after batch, then ``result`` - the test split need not be
+    held in memory."""
+
+    def __init__(self, num_classes: int, image_hw, threshold: float = 0.5, distance: float = 8.0):
+        self.num_classes, self.image_hw = int(num_classes), tuple(image_hw)
+        self.threshold, self.distance = float(threshold), float(distance)
+        self.tp, self.fp, self.fn = (np.zeros(self.num_classes, dtype=np.int64) for _ in range(3))
+        self.n_test = self.n_objects = self.background_only = 0
+
+    def add(self, truth_batch, probs_batch) -> None:
+        """``truth_batch``: a list (or padded array) of [n, 5] rows per image;
+        ``probs_batch`` [B, gh, gw, K+1]."""
+        probs_batch = np.asarray(probs_batch)
+        if len(truth_batch) != len(probs_batch):
+            raise ValueError(f"{len(truth_batch)} truth entries for {len(probs_batch)} outputs")
+        for truth, probs in zip(truth_batch, probs_batch):
+            found = decoding.centroids(probs, self.image_hw, self.threshold)
+            tp, fp, fn = match(truth, found, self.image_hw, self.distance, self.num_classes)
+            self.tp += tp
+            self.fp += fp
+            self.fn += fn
+            support = int((tp + fn).sum())
+            self.n_objects += support
+            self.background_only += support == 0
+            self.n_test += 1
+
+    def result(self, class_names) -> dict:
+        if len(class_names) != self.num_classes:
+            raise ValueError(f"{len(class_names)} class names for {self.num_classes} classes")
+        per = scores(self.tp, self.fp, self.fn)
+        micro = scores(self.tp.sum(), self.fp.sum(), self.fn.sum())
+        seen = (self.tp + self.fp + self.fn) > 0
+        per_class = {name: {"precision": round(float(per["precision"][k]), 6),
+                            "recall": round(float(per["recall"][k]), 6),
+                            "f1": round(float(per["f1"][k]), 6),
+                            "support": int(self.tp[k] + self.fn[k]),
+                            "predicted": int(self.tp[k] + self.fp[k])}
+                     for k, name in enumerate(class_names)}
+        return {
+            "task": "detect",
+            "f1": round(float(micro["f1"]), 6),
+            "precision": round(float(micro["precision"]), 6),
+            "recall": round(float(micro["recall"]), 6),
+            "macro_f1": round(float(per["f1"][seen].mean()) if seen.any() else 0.0, 6),
+            "per_class": per_class,
+            "n_test": int(self.n_test),
+            "n_objects": int(self.n_objects),
+            "background_only_images": int(self.background_only),
+            "threshold": self.threshold,
+            "match_distance_px": self.distance,
+            "class_names": list(class_names),
+        }
+
+
+def metrics(truth, probs, class_names, image_hw, threshold: float = 0.5, distance: float = 8.0) -> dict:
+    """JSON-ready test metrics of detection outputs ``probs`` [N, gh, gw, K+1] against ``truth`` (N arrays
+    [n, 5]); see the module docstring for the rules."""
+    acc = Accumulator(len(class_names), image_hw, threshold, distance)
+    acc.add(truth, probs)
+    return acc.result(class_names)
+
+
+# ---------------------------------------------------------------------------------------------- parity
+def parity(ref_probs, probs, truth, class_names, image_hw, threshold: float = 0.5,
+           distance: float = 8.0) -> dict:
+    """F1 of a converted file's outputs ``probs`` against the Keras outputs ``ref_probs`` on the same images.
+
+    ``drop_points`` = 100 * (Keras F1 - file F1): positive when the file is worse. ``per_class`` (classes with
+    true objects): the file's F1 and ``delta_points`` = 100 * (file - Keras), negative when worse.
+    ``changed``: share of cells whose decoded class (``decoding.object_cells``, background = -1) differs.
+    """
+    ref_probs, probs = np.asarray(ref_probs, dtype=np.float64), np.asarray(probs, dtype=np.float64)
+    if ref_probs.shape != probs.shape:
+        raise ValueError(f"outputs differ in shape: {ref_probs.shape} vs {probs.shape}")
+    ours = metrics(truth, probs, class_names, image_hw, threshold, distance)
+    ref = metrics(truth, ref_probs, class_names, image_hw, threshold, distance)
+    per_class = {}
+    for name in class_names:
+        if ours["per_class"][name]["support"]:
+            value, keras_value = ours["per_class"][name]["f1"], ref["per_class"][name]["f1"]
+            per_class[name] = {"value": value, "delta_points": round(100 * (value - keras_value), 4)}
+    changed = [(decoding.object_cells(a, threshold) != decoding.object_cells(b, threshold)).mean()
+               for a, b in zip(ref_probs, probs)]
+    return {
+        "metric": "f1",
+        "value": ours["f1"],
+        "keras_value": ref["f1"],
+        "drop_points": round(100 * (ref["f1"] - ours["f1"]), 4),
+        "per_class": per_class,
+        "max_abs_prob_diff": round(float(np.abs(probs - ref_probs).max()) if probs.size else 0.0, 6),
+        "changed": round(float(np.mean(changed)) if changed else 0.0, 6),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- figure
+def _show(ax, image) -> None:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def figure(images, truth, probs, class_names, path, title: str, threshold: float = 0.5,
+           limit: int = 12) -> Path:
+    """A grid of up to ``limit`` test images: true centres as hollow circles, predicted centres as crosses
+    labelled with class name and score, one colour per class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    images = np.asarray(images)[:limit]
+    n = len(images)
+    cols = min(4, max(n, 1))
+    rows = max(1, math.ceil(n / cols))
+    colours = plt.get_cmap("tab10")
+    legend_rows = math.ceil((2 + min(len(class_names), 10)) / 6)
+    height = 3.4 * rows + 0.5 + 0.3 * legend_rows
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, height), dpi=100, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            ax.axis("off")
+            continue
+        image_hw = images[k].shape[:2]
+        _show(ax, images[k])
+        classes, centres = true_centres(truth[k], image_hw)
+        for c, (x, y) in zip(classes, centres):
+            ax.scatter([x], [y], s=160, facecolors="none", edgecolors=[colours(c % 10)], linewidths=2)
+        found = decoding.centroids(probs[k], image_hw, threshold)
+        for o in found:
+            colour = colours(o["class"] % 10)
+            ax.scatter([o["x"]], [o["y"]], marker="x", s=70, c=[colour], linewidths=2)
+            name = class_names[o["class"]] if o["class"] < len(class_names) else str(o["class"])
+            ax.annotate(f"{name} {o['score']:.2f}", (o["x"], o["y"]), xytext=(4, 4),
+                        textcoords="offset points", fontsize=7, color="white",
+                        bbox={"boxstyle": "round,pad=0.15", "fc": colour, "alpha": 0.8})
+        ax.set_title(f"#{k}: {len(classes)} true, {len(found)} found", fontsize=8)
+    handles = [Line2D([], [], marker="o", ls="", mfc="none", mec="k", label="true centre"),
+               Line2D([], [], marker="x", ls="", c="k", label="predicted centre")]
+    handles += [Line2D([], [], marker="s", ls="", c=colours(c % 10), label=name)
+                for c, name in enumerate(class_names[:10])]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    fig.suptitle(title)
+    return _save(fig, path, rect=(0, 0.3 * legend_rows / height, 1, 1))
+
+
+def _save(fig, path, rect=None) -> Path:
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():  # a class name in a script the font lacks: drawn as boxes
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.tight_layout(rect=rect)
+        with artifacts.atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------- model card
+def decoding_params(image_hw, stride: int, threshold: float, class_names, connectivity: int = 4) -> dict:
+    """What a device needs to turn the output tensor into objects (``pipeline.decoding.centroids``)."""
+    height, width = int(image_hw[0]), int(image_hw[1])
+    gh, gw = height // int(stride), width // int(stride)
+    return {
+        "task": "detect",
+        "method": "fomo_centroids",
+        "input_hw": [height, width],
+        "output_shape": [1, gh, gw, len(class_names) + 1],
+        "grid_hw": [gh, gw],
+        "stride": int(stride),
+        "background_channel": 0,
+        "class_channels": {name: k + 1 for k, name in enumerate(class_names)},
+        "class_names": list(class_names),
+        "threshold": float(threshold),
+        "connectivity": int(connectivity),
+        "dequantize": "int8/uint8 output: p = scale * (q - zero_point) with the output tensor's quantization",
+        "object_cell": "argmax over channels is c+1 (c >= 0) and that probability >= threshold; "
+                       "ties go to the lower channel",
+        "grouping": f"{connectivity}-connected object cells of the same class form one object",
+        "x": f"probability-weighted mean over the group's cells of (j + 0.5) * {width} / {gw} (column j)",
+        "y": f"probability-weighted mean over the group's cells of (i + 0.5) * {height} / {gh} (row i)",
+        "score": "largest class probability in the group",
+    }
