@@ -248,8 +248,8 @@ def write(task: str, out_dir, n: int, size=DEFAULT_SIZE, seed: int = 0, **genera
     """Write ``n`` scenes to the new folder ``out_dir`` and return a summary.
 
     detect: ``images/scene_00000.png``, ``labels/scene_00000.txt`` (one ``class cx cy w h`` line per object,
-    6 decimals) and ``classes.txt``; of the images without objects, the first, third, ... get no label file and
-    the others an empty one (both mean background only to ``yolo:``). segment: ``images/*.png``,
+    6 decimals) and ``classes.txt``; of the images without objects, the first, third, ... get no label file
+    and the others an empty one (both mean background only to ``yolo:``). segment: ``images/*.png``,
     ``masks/*.png`` (palette PNGs whose indices are the classes) and ``classes.txt`` with a colour per class.
 
     ``out_dir`` must not exist or be empty; the files are written to a temporary folder beside it that is

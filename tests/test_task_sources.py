@@ -215,10 +215,12 @@ def test_yolo_bad_source_is_one_line_and_writes_nothing(tmp_path, workdir, writt
         sources.load(data_cfg(source=f"yolo:{root}"))
     (root / "classes.txt").write_text("circle\nsquare\ntriangle\n")
     (root / "labels" / "scene_00002.txt").write_text("9 0.5 0.5 0.2 0.2\n")
-    result = invoke(["ingest", "--run", "bad", "--set", f"data.source=yolo:{root}", "--set", "data.channels=3"])
+    result = invoke(["ingest", "--run", "bad", "--set", f"data.source=yolo:{root}",
+                     "--set", "data.channels=3"])
     one_line_error(result, 1, "labels/scene_00002.txt line 1: unknown class id 9 (classes.txt names 3)")
     nothing_written(workdir / "runs" / "bad" / "data")
-    result = invoke(["ingest", "--run", "pad", "--set", f"data.source=yolo:{root}", "--set", "data.resize=pad"])
+    result = invoke(["ingest", "--run", "pad", "--set", f"data.source=yolo:{root}",
+                     "--set", "data.resize=pad"])
     one_line_error(result, 2, "data.resize: pad keeps no box or mask in place")
     nothing_written(workdir / "runs" / "pad" / "data")
 
@@ -384,11 +386,13 @@ def test_cli_scenes_refuses_a_non_empty_folder(workdir):
     (workdir / "busy").mkdir()
     (workdir / "busy" / "keep.txt").write_text("mine")
     result = invoke(["scenes", "--task", "detect", "--out", "busy", "--n", "3"])
-    one_line_error(result, 2, "--out busy: is a folder that is not empty; choose a new folder (nothing written)")
+    one_line_error(result, 2, "--out busy: is a folder that is not empty; choose a new folder "
+                              "(nothing written)")
     assert [p.name for p in (workdir / "busy").iterdir()] == ["keep.txt"]
     (workdir / "file").write_text("x")
     one_line_error(invoke(["scenes", "--task", "segment", "--out", "file", "--n", "3"]), 2, "is a file")
     assert sorted(p.name for p in workdir.iterdir()) == ["busy", "file"]
     (workdir / "empty").mkdir()
-    assert invoke(["scenes", "--task", "segment", "--out", "empty", "--n", "2", "--size", "32"]).exit_code == 0
+    result = invoke(["scenes", "--task", "segment", "--out", "empty", "--n", "2", "--size", "32"])
+    assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (workdir / "empty").iterdir()) == ["classes.txt", "images", "masks"]
