@@ -44,6 +44,23 @@ def state(run_dir: Path) -> tuple[str, str]:
     return "partial", f"until {done[-1]}" if done else "nothing ran"
 
 
+def _headline(summary: dict, prefix: str = ""):
+    """A stage summary's headline figure: accuracy, or a detection / segmentation run's F1 / mean IoU."""
+    for key in ("accuracy", "f1", "mean_iou"):
+        if f"{prefix}{key}" in summary:
+            return summary[f"{prefix}{key}"]
+    return None
+
+
+def _model_name(model: dict):
+    """The preset, or ``layers`` for a layer spec; a detection or segmentation model says its task."""
+    if not model:
+        return None
+    name = "layers" if model.get("layers") else model.get("preset")
+    task = model.get("task", "classify")
+    return name if task == "classify" else f"{name} ({task})"
+
+
 def figures(run_dir: Path) -> dict:
     """One row of the runs table."""
     m = _manifests(run_dir)
@@ -56,10 +73,10 @@ def figures(run_dir: Path) -> dict:
     return {
         "run": run_dir.name,
         "source": ingest.get("source") or (m["ingest"] or {}).get("config", {}).get("data", {}).get("source"),
-        "preset": build.get("config", {}).get("model", {}).get("preset"),
+        "preset": _model_name(build.get("config", {}).get("model", {})),
         "params": build.get("summary", {}).get("params"),
-        "float_acc": (m["evaluate"] or {}).get("summary", {}).get("accuracy"),
-        "int8_acc": export.get("int8_accuracy"),
+        "float_acc": _headline((m["evaluate"] or {}).get("summary", {})),
+        "int8_acc": _headline(export, "int8_"),
         "int8_bytes": export.get("int8_bytes"),
         "arena_bytes": card.get("micro", {}).get("arena_bytes"),
         "wall_s": round(sum(x.get("wall_time_s", 0) for x in m.values() if x), 1),

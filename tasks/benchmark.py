@@ -7,6 +7,8 @@
    (``cnnpipe bench-data``); then our default config against the Keras simple-convnet baseline, each trained
    through the pipeline for ``--fashion-budget`` seconds (:mod:`tasks.bench_fashion`).
 4. A folder of 10,000 and 60,000 96x96 PNGs: streaming ingest and one training epoch, with peak memory.
+5. Detection and segmentation on generated scenes (``configs/detect.yaml``, ``configs/segment.yaml``): the
+   task metric of Keras and int8, sizes, TFLM arena, latency (:mod:`tasks.bench_tasks`).
 """
 from __future__ import annotations
 
@@ -204,10 +206,13 @@ def table(results: dict) -> str:
 @click.option("--large-folder/--no-large-folder", "large_folder_on", default=True, show_default=True,
               help="Ingest 10,000 and 60,000 96x96 PNGs made from Fashion-MNIST, train one epoch (slow).")
 @click.option("--only-large-folder", is_flag=True, help="Run the large-folder entry alone.")
+@click.option("--tasks/--no-tasks", "tasks_on", default=True, show_default=True,
+              help="Train and export configs/detect.yaml and configs/segment.yaml on generated scenes.")
+@click.option("--only-tasks", is_flag=True, help="Run the detection and segmentation entries alone.")
 @click.option("--png-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the large folder's PNGs here (made once, reused) instead of in --work.")
 def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
-         only_large_folder: bool, png_dir: Path | None):
+         only_large_folder: bool, tasks_on: bool, only_tasks: bool, png_dir: Path | None):
     import shutil
 
     from pipeline import artifacts
@@ -222,18 +227,23 @@ def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
     work = work.resolve()
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                            "platform": platform.platform()}}
-    if not only_large_folder:
+    only = only_large_folder or only_tasks
+    if not only:
         results["digits"] = digits(work)
         results["latency_batch1"] = latency(work)
         if FASHION_DIR.is_dir():
             results["fashion_mnist"] = fashion_input(work)
-    if fashion_budget > 0 and not only_large_folder:
+    if fashion_budget > 0 and not only:
         from tasks import bench_fashion
 
         if not FASHION_DIR.is_dir():
             raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
         results["fashion_vs_baseline"] = bench_fashion.compare(work, REPO, fashion_budget, _cnnpipe, bench_file)
-    if large_folder_on or only_large_folder:
+    if (tasks_on and not only) or only_tasks:
+        from tasks import bench_tasks
+
+        results.update(bench_tasks.run_all(work, REPO, _cnnpipe, bench_file))
+    if (large_folder_on and not only) or only_large_folder:
         if not FASHION_DIR.is_dir():
             raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
         results["large_folder"] = large_folder(work, png_dir=png_dir.resolve() if png_dir else None)

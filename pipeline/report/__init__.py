@@ -31,6 +31,12 @@ def check(run_dir: Path) -> None:
             where = run_dir / folder / "manifest.json"
             raise UsageError(f"{where}: not found; run `cnnpipe run --until evaluate --run {run_dir.name}` "
                              f"before `cnnpipe report` ({stage} has not finished)")
+    classes = run_dir / "data" / "classes.json"
+    task = artifacts.read_json(classes).get("task", "classify") if classes.is_file() else "classify"
+    if task != "classify":
+        raise UsageError(f"{run_dir}: a {task} run; the report page describes classifiers. Its figures are "
+                         f"{run_dir / 'eval' / 'metrics.json'}, {run_dir / 'eval' / 'predictions.png'} and the "
+                         "bundle's report.md")
 
 
 def _config(run_dir: Path, extra: dict | None) -> dict:
