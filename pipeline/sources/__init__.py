@@ -2,8 +2,10 @@
 NHWC images (``digits``, ``tfds:``, ``idx:``) or the paths of image files that ingest decodes as it streams
 them to the shards (``folder:``, ``csv:``).
 
-A source is named by ``data.source``: ``digits``, ``tfds:<name>``, ``idx:<dir>``, ``folder:<dir>`` or
-``csv:<file>``. Array sources return images already conformed to ``data.channels`` and ``data.image_size``.
+A source is named by ``data.source``: ``digits``, ``tfds:<name>``, ``idx:<dir>``, ``folder:<dir>``,
+``csv:<file>``, ``mnist1d``, ``npz:<file>``, ``ucr:<name>``, ``audio:<dir>``; for detection ``yolo:<dir>``, for
+segmentation ``masks:<dir>``, and the generated ``scenes:detect`` / ``scenes:segment``, whose ``targets`` hold
+objects or masks (docs/tasks.md). Array sources return images already conformed to ``data.channels`` and ``data.image_size``.
 Class names given by a user (folder names, CSV labels) pass :func:`check_class_name`.
 """
 from __future__ import annotations
