@@ -91,26 +91,26 @@ def evaluate(model_path: Path, data_dir: Path, eval_cfg, out_dir: Path) -> dict:
     return result
 
 
-def predict_targets(model, data_dir: Path, name: str, meta: dict, batch_size: int, limit: int | None = None):
-    """(images, targets, probabilities) of a detection or segmentation split, batch by batch; only the first
-    ``limit`` images are kept (the figure's), the targets and outputs of all of them."""
+def predict_targets(model, data_dir: Path, name: str, meta: dict, batch_size: int, keep=None):
+    """(images, targets, probabilities) of a detection or segmentation split, batch by batch; the targets and
+    outputs of every image, the pixels only of the records at indices ``keep`` (all when None)."""
     import tensorflow as tf
 
     from pipeline import data
 
     ds = data.split_dataset(data_dir, name, meta).batch(batch_size).prefetch(tf.data.AUTOTUNE)
     images, targets, probs = [], [], []
-    kept = 0
+    at = 0
     for x, t in ds.as_numpy_iterator():
         probs.append(np.asarray(model.predict_on_batch(x.astype(np.float32))))
         targets.append(t)
-        if limit is None or kept < limit:
-            images.append(x[: None if limit is None else limit - kept])
-            kept += len(images[-1])
+        index = np.arange(at, at + len(x))
+        images.append(x if keep is None else x[np.isin(index, keep)])
+        at += len(x)
     return np.concatenate(images), np.concatenate(targets), np.concatenate(probs)
 
 
-FIGURE_IMAGES = 12
+FIGURE_IMAGES = {"detect": 12, "segment": 8}  # a grid of detections; rows of image, truth, prediction
 
 
 def evaluate_task(model_path: Path, data_dir: Path, cfg, out_dir: Path) -> dict:
@@ -120,11 +120,13 @@ def evaluate_task(model_path: Path, data_dir: Path, cfg, out_dir: Path) -> dict:
 
     meta = data.read_meta(data_dir)
     model = models.load(model_path, compile=False)
-    images, targets, probs = predict_targets(model, data_dir, "test", meta, cfg.eval.batch_size, FIGURE_IMAGES)
+    n = int(meta["counts"]["test"])  # the figure's images spread over the split (it is ordered by class)
+    shown = np.unique(np.linspace(0, n - 1, min(n, FIGURE_IMAGES[meta["task"]])).round().astype(int))
+    images, targets, probs = predict_targets(model, data_dir, "test", meta, cfg.eval.batch_size, shown)
     result = heads.measure(cfg, meta, targets, probs)
     artifacts.write_json(out_dir / "metrics.json", result)
     headline = heads.HEADLINE[meta["task"]]
-    heads.figure(cfg, meta, images, targets[:len(images)], probs[:len(images)], out_dir / "predictions.png",
+    heads.figure(cfg, meta, images, targets[shown], probs[shown], out_dir / "predictions.png",
                  f"Test predictions ({heads.TITLE[meta['task']]} {100 * result[headline]:.1f}%, "
                  f"n={len(targets)})")
     return result

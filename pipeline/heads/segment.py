@@ -219,7 +219,7 @@ def figure(images, truth, probs, class_names, path, title: str, limit: int = 8, 
     handles = [Patch(color=np.asarray(palette[k]) / 255.0, label=name) for k, name in enumerate(class_names)]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     fig.suptitle(title)
-    return detect._save(fig, path, rect=(0, 0.3 * legend_rows / height, 1, 1))
+    return detect._save(fig, path, rect=(0, 0.3 * legend_rows / height, 1, 1 - 0.45 / height))
 
 
 def decoding_params(image_hw, class_names, palette=None) -> dict:
