@@ -61,6 +61,8 @@ def nodes(ops) -> list[dict]:
                 node["ops"] = 2
                 node["in"] = max(node["in"], 0)
                 node["intermediate"] = op.extra["intermediate"]
+        if op.kind == "transpose_conv":  # TFLM's int8 kernel accumulates into an int32 scratch of the output
+            node["scratch"] = 4 * node["out"]
         out.append(node)
         by_name[op.name] = node
     return out
@@ -69,7 +71,7 @@ def nodes(ops) -> list[dict]:
 def _live(node) -> int:
     if "intermediate" in node:  # the larger of (input + depthwise output) and (depthwise output + output)
         return node["held"] + max(node["in"], node["out"]) + node["intermediate"]
-    return node["held"] + node["in"] + node["out"]
+    return node["held"] + node["in"] + node["out"] + node.get("scratch", 0)
 
 
 def estimate(ops) -> dict:
