@@ -71,7 +71,7 @@ def _interpreter(path):
 
 
 def _assert_full_int8(card_file: dict, path: Path):
-    """The card's int8 entry and the file itself: int8 in and out, builtin ops only, every op in int8/int32."""
+    """The card's int8 entry and the file: int8 in and out, builtin ops only, every op in int8/int32."""
     assert card_file["input"]["dtype"] == "int8" and card_file["output"]["dtype"] == "int8"
     assert card_file["ops"] and set(card_file["ops"]) <= BUILTIN_INT8, card_file["ops"]
     it = _interpreter(path)
@@ -106,7 +106,8 @@ def test_detect_run_data_model_and_metrics(det_run):
     assert _keras_output_shape(run / "train" / "model.keras") == [None, 6, 6, 4]  # [H/8, W/8, K+1]
     metrics = _json(run / "eval" / "metrics.json")
     assert {"f1", "precision", "recall", "per_class", "n_test"} <= set(metrics)
-    assert metrics["n_test"] == meta["counts"]["test"] and set(metrics["per_class"]) == set(meta["class_names"])
+    assert metrics["n_test"] == meta["counts"]["test"]
+    assert set(metrics["per_class"]) == set(meta["class_names"])
     assert all(0.0 <= metrics[k] <= 1.0 for k in ("f1", "precision", "recall"))
     support = {k: v["support"] for k, v in metrics["per_class"].items()}
     assert support == meta["targets"]["test"]["objects"]
@@ -124,7 +125,7 @@ def test_detect_bundle_card_int8_micro_and_report(det_run):
     _assert_full_int8(card["files"]["int8"], out / "model_int8.tflite")
     assert card["micro"]["arena_bytes"] > 0 and card["micro"]["max_abs_diff_lsb"] <= 1
     assert card["micro"]["tflm_matches_litert"] is True
-    assert card["gate"]["passed"] is True and card["gate"]["failures"] == []  # 6: a CLI export the gate passes
+    assert card["gate"]["passed"] is True and card["gate"]["failures"] == []  # 6: a CLI export that passes
     assert card["files"]["int8"]["parity"]["drop_points"] <= card["gate_metric"]["max_metric_drop"] == 25.0
     assert card["gate"]["max_class_drop"] == 60.0
     report = (out / "report.md").read_text()
@@ -470,7 +471,8 @@ def test_detect_image_size_not_a_multiple_of_the_stride_is_an_error(workdir):
 
 
 def test_segment_with_a_base_model_is_an_error(workdir):
-    result = invoke(["run", "--config", SEGMENT_CONFIG, "--run", "e", *SEG, "--set", "model.base_model=other"])
+    result = invoke(["run", "--config", SEGMENT_CONFIG, "--run", "e", *SEG,
+                     "--set", "model.base_model=other"])
     one_line_error(result, 2, "model.task segment", "base_model")
     _nothing_under(workdir, "e", "model")
 
