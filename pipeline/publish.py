@@ -57,7 +57,7 @@ def _convert_one(cfg, fmt, model, rep_images, x_test, y_test, ref_probs, meta: d
             "parity": _parity(cfg, meta, ref_probs, probs, y_test)}
 
 
-def _gate(files: dict, max_drop: float, max_class_drop: float, max_metric_drop: float | None = None) -> list:
+def _gate(files: dict, max_drop: float, max_class_drop: float, max_metric_drop: float) -> list:
     """Why a quantized file may not be published: overall accuracy lost, or one class's recall lost (a
     detection or segmentation file: its task metric, overall and per class, with ``max_metric_drop``)."""
     failures = []
