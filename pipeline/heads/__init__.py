@@ -92,6 +92,22 @@ def figure(cfg, meta: dict, images, targets, probs, path, title: str):
     return module("segment").figure(images, targets, probs, names, path, title, palette=palette(meta))
 
 
+def parity_record(metric: str, value: float, keras_value: float, per_class: dict, probs, ref_probs,
+                  changed: float) -> dict:
+    """A converted file's parity entry (both tasks): its metric against the Keras model's, per class, the
+    largest probability difference and the share of cells / pixels whose decoded class changed."""
+    probs, ref_probs = np.asarray(probs), np.asarray(ref_probs)
+    return {
+        "metric": metric,
+        "value": value,
+        "keras_value": keras_value,
+        "drop_points": round(100 * (keras_value - value), 4),
+        "per_class": per_class,
+        "max_abs_prob_diff": round(float(np.abs(probs - ref_probs).max()) if probs.size else 0.0, 6),
+        "changed": round(float(changed), 6),
+    }
+
+
 def palette(meta: dict):
     enc = meta.get("encoding") or {}
     return enc.get("palette")

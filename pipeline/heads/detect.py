@@ -258,15 +258,10 @@ def parity(ref_probs, probs, truth, class_names, image_hw, threshold: float = 0.
             per_class[name] = {"value": value, "delta_points": round(100 * (value - keras_value), 4)}
     changed = [(decoding.object_cells(a, threshold) != decoding.object_cells(b, threshold)).mean()
                for a, b in zip(ref_probs, probs)]
-    return {
-        "metric": "f1",
-        "value": ours["f1"],
-        "keras_value": ref["f1"],
-        "drop_points": round(100 * (ref["f1"] - ours["f1"]), 4),
-        "per_class": per_class,
-        "max_abs_prob_diff": round(float(np.abs(probs - ref_probs).max()) if probs.size else 0.0, 6),
-        "changed": round(float(np.mean(changed)) if changed else 0.0, 6),
-    }
+    from pipeline.heads import parity_record
+
+    return parity_record("f1", ours["f1"], ref["f1"], per_class, probs, ref_probs,
+                         float(np.mean(changed)) if changed else 0.0)
 
 
 # ---------------------------------------------------------------------------------------------- figure

@@ -132,15 +132,9 @@ def parity(ref_probs, probs, truth, class_names) -> dict:
             value, keras_value = ours["per_class"][name]["iou"], ref["per_class"][name]["iou"]
             per_class[name] = {"value": value, "delta_points": round(100 * (value - keras_value), 4)}
     changed = float((_predicted(probs) != _predicted(ref_probs)).mean()) if probs.size else 0.0
-    return {
-        "metric": "mean_iou",
-        "value": ours["mean_iou"],
-        "keras_value": ref["mean_iou"],
-        "drop_points": round(100 * (ref["mean_iou"] - ours["mean_iou"]), 4),
-        "per_class": per_class,
-        "max_abs_prob_diff": round(float(np.abs(probs - ref_probs).max()) if probs.size else 0.0, 6),
-        "changed": round(changed, 6),
-    }
+    from pipeline.heads import parity_record
+
+    return parity_record("mean_iou", ours["mean_iou"], ref["mean_iou"], per_class, probs, ref_probs, changed)
 
 
 TAB10 = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75],
