@@ -60,34 +60,53 @@ def _accuracy(root, run):
     return json.loads((root / "runs" / run / "eval" / "metrics.json").read_text())["accuracy"]
 
 
+SEEDS = (1, 2, 3)
+HEAD = ("train.epochs=30", "train.learning_rate=0.01", "train.finetune_epochs=20", "train.finetune_lr=0.003")
+SCRATCH = ("train.epochs=40", "train.learning_rate=0.003")  # the default schedule
+
+
 @pytest.mark.slow
 def test_base_on_0_to_4_transfers_to_50_images_of_5_to_9(digit_folders, monkeypatch):
-    """Measured (2 CPU cores): transfer 64.4%, the same architecture from scratch 83.5% on the 398 test
-    images; on 8x8 digits the features of 0-4 do not beat learning 5-9 from scratch (see docs/models.md).
-    This test checks the two phases and that the transferred model learns 5-9 far above chance (20%)."""
+    """A base trained on digits 0-4 under a new class layer for 5-9 learned from 10 images per class (head, then
+    fine-tuning), against the same architecture trained from scratch on those 50 images, over SEEDS (model
+    initialization and shuffling). Measured (2 CPU cores, 796 test images): transfer 82.5 / 76.6 / 85.2%
+    (mean 81.4%), scratch 85.2 / 85.2 / 85.3% (mean 85.2%). Transfer does NOT beat scratch here: on 8x8 digits
+    1-NN on raw pixels already reaches 87.6% on this split, so the 0-4 features have little to add (see
+    docs/models.md). The test checks what holds: the two phases, and the fixed transfer (inference-mode
+    base cut before its dense head) far above the 64.4% the old one reached."""
     root = digit_folders
     monkeypatch.chdir(root)
     base = invoke(["run", "--until", "train", "--config", DEFAULT_CONFIG, "--run", "base",
                    *_sets("data.source=folder:d04", "train.epochs=12", *ARCH)])
     assert base.exit_code == 0, base.output
     few = _sets("data.source=folder:d59", *ARCH)
-    transfer = invoke(["run", "--until", "evaluate", "--config", DEFAULT_CONFIG, "--run", "transfer", *few,
-                       *_sets("model.base_model=base", "train.epochs=30", "train.learning_rate=0.01",
-                              "train.finetune_epochs=10", "train.finetune_lr=0.0003")])
-    assert transfer.exit_code == 0, transfer.output
-    meta = json.loads((root / "runs/transfer/data/classes.json").read_text())
+    scores = {}
+    for seed in SEEDS:
+        seeds = _sets(f"model.seed={seed}", f"train.seed={seed}")
+        for kind, extra in (("transfer", ("model.base_model=base", *HEAD)), ("scratch", SCRATCH)):
+            run = f"{kind}{seed}"
+            result = invoke(["run", "--until", "evaluate", "--config", DEFAULT_CONFIG, "--run", run, *few, *seeds,
+                             *_sets(*extra)])
+            assert result.exit_code == 0, result.output
+            scores.setdefault(kind, []).append(_accuracy(root, run))
+    meta = json.loads((root / "runs/transfer1/data/classes.json").read_text())
     assert meta["counts"]["train"] == 50 and meta["class_names"] == ["5", "6", "7", "8", "9"]
-    t = _accuracy(root, "transfer")
-    print(f"transfer {t:.4f} on {meta['counts']['test']} test images")
-    assert t > 0.5, t
-    manifest = json.loads((root / "runs/transfer/train/manifest.json").read_text())
-    assert manifest["transfer"] == {"head_epochs": 30, "finetune_epochs": 10, "unfreeze_from": 0}
-    rows = (root / "runs/transfer/train/history.csv").read_text().splitlines()
-    assert len(rows) == 1 + 40 and rows[-1].startswith("39,")
+    transfer, scratch = (float(np.mean(scores[k])) for k in ("transfer", "scratch"))
+    print(f"on {meta['counts']['test']} test images, seeds {SEEDS}: transfer {scores['transfer']} "
+          f"(mean {transfer:.4f}), scratch {scores['scratch']} (mean {scratch:.4f})")
+    assert min(scores["transfer"]) > 0.72 and transfer > 0.78, scores
+    assert transfer > scratch - 0.08, scores  # level within noise at best; see the docstring
+    manifest = json.loads((root / "runs/transfer1/train/manifest.json").read_text())
+    assert manifest["transfer"] == {"head_epochs": 30, "finetune_epochs": 20, "unfreeze_from": 0}
+    rows = (root / "runs/transfer1/train/history.csv").read_text().splitlines()
+    assert len(rows) == 1 + 50 and rows[-1].startswith("49,")
     lr = rows[0].split(",").index("learning_rate")
-    assert float(rows[31].split(",")[lr]) == pytest.approx(0.0003, rel=0.05)  # fine-tuning starts at its lr
-    trained = models.load(root / "runs/transfer/train/model.keras", compile=False)
-    assert trained.get_layer("base").get_layer("b0_conv").trainable is False  # saved as built: base frozen
+    assert float(rows[31].split(",")[lr]) == pytest.approx(0.003, rel=0.05)  # fine-tuning starts at its lr
+    trained = models.load(root / "runs/transfer1/train/model.keras", compile=False)
+    inner = trained.get_layer("base")
+    assert inner.get_layer("b0_conv").trainable is False  # saved as built: base frozen
+    assert inner.layers[-1].name == "b8_flatten"  # cut before the base's dense head
+    assert not any(layer.__class__.__name__ == "Dropout" for layer in inner.layers)  # inference mode
 
 
 def test_unfreeze_keeps_batch_norm_frozen(tmp_path):
@@ -100,15 +119,16 @@ def test_unfreeze_keeps_batch_norm_frozen(tmp_path):
     assert model.get_layer("base").trainable is False and len(model.trainable_weights) == 2  # the new layer
     from pipeline.models import transfer
 
-    assert transfer.unfreeze(model, "b4_conv") == 2  # b4_conv and b10_dense; b5_bn stays frozen
     inner = model.get_layer("base")
-    assert [layer.name for layer in inner.layers if layer.trainable and layer.weights] == ["b4_conv", "b10_dense"]
+    assert inner.layers[-1].name == "b8_flatten"  # cut before the dense head (dropout, b10_dense, dropout)
+    assert transfer.unfreeze(model, "b4_conv") == 1  # b4_conv; b5_bn stays frozen
+    assert [layer.name for layer in inner.layers if layer.trainable and layer.weights] == ["b4_conv"]
     assert all(not layer.trainable for layer in inner.layers if isinstance(layer, keras.layers.BatchNormalization))
-    assert transfer.unfreeze(model, -1) == 0 and transfer.unfreeze(model, "") == 3  # convs and dense, no bn
+    assert transfer.unfreeze(model, -1) == 0 and transfer.unfreeze(model, "") == 2  # the convs, no bn
     with pytest.raises(ConfigError, match=r"model.unfreeze_from: 'nope' is not a layer of the base \(first layers: "
                                           r"pixels, rescale, b0_conv"):
         transfer.unfreeze(model, "nope")
-    with pytest.raises(ConfigError, match="model.unfreeze_from: 99 is outside the base's 14 layers"):
+    with pytest.raises(ConfigError, match="model.unfreeze_from: 99 is outside the base's 11 layers"):
         transfer.unfreeze(model, 99)
     assert config.load(None, ["model.unfreeze_from=7"]).model.unfreeze_from == "7"
 
@@ -170,7 +190,7 @@ def test_kill_during_finetuning_resumes_in_finetuning(digit_folders, tmp_path):
 
     root = digit_folders
     if not (root / "runs/base/train/model.keras").is_file():
-        pytest.skip("needs the base run of test_base_on_0_to_4_beats_scratch_on_50_images_of_5_to_9")
+        pytest.skip("needs the base run of test_base_on_0_to_4_transfers_to_50_images_of_5_to_9")
     args = [sys.executable, "-m", "tasks.cli", "train", "--config", str(DEFAULT_CONFIG), "--run", "resume",
             "--runs-dir", str(root / "runs"),
             *_sets("data.source=folder:d59", *ARCH, "model.base_model=base", "train.epochs=2",

@@ -2,10 +2,17 @@
 ``keras.applications`` backbone with a local weights file, under a new class layer; and the switch between the
 two training phases (head with the base frozen, then fine-tuning from ``model.unfreeze_from``).
 
-The reused part is one nested layer named ``base``. While frozen it is not trainable, so its batch-norm layers
-run in inference mode (Keras 3: a non-trainable BatchNormalization uses its moving statistics); when
-fine-tuning unfreezes the layers from ``model.unfreeze_from``, batch-norm layers stay frozen, as Keras'
-transfer-learning guide recommends, so a few small batches cannot wreck the statistics the base learned.
+The reused part is one nested layer named ``base``, run in inference mode in both phases as Keras'
+transfer-learning guide does with ``base(x, training=False)``. Keras 3 overrides that flag for a nested model
+under ``fit`` (the outer ``training=True`` is passed on to every layer of the graph), so inference mode is made
+structural: the base's dropout layers become identity layers (what dropout computes at inference), and its
+batch-norm layers are never trainable (Keras 3: a non-trainable BatchNormalization uses its moving statistics);
+when fine-tuning unfreezes the layers from ``model.unfreeze_from``, batch-norm layers stay frozen, as the guide
+recommends, so a few small batches cannot wreck the statistics the base learned.
+
+A trained base is cut before its dense head (the trailing dense / dropout / activation layers): the features
+of its last hidden dense layer are specific to the base's classes (measured on digits 0-4 -> 5-9, a new class
+layer on them reached 49-77% against 80-86% on the flattened convolution features; docs/models.md).
 """
 from __future__ import annotations
 
@@ -33,7 +40,8 @@ def base_path(model_cfg, runs_root: Path | str = "runs") -> Path:
 
 
 def from_base(model_cfg, input_shape, num_classes: int, runs_root: Path | str = "runs"):
-    """The base model up to the input of its final Dense layer, frozen, under a new class layer."""
+    """The base model up to its dense head (:func:`head_input`), in inference mode, frozen, under a new
+    class layer."""
     import keras
 
     from pipeline import models
@@ -44,11 +52,51 @@ def from_base(model_cfg, input_shape, num_classes: int, runs_root: Path | str = 
     if tuple(base.input_shape[1:]) != tuple(input_shape):
         raise ConfigError(f"model.base_model: {path} takes input {tuple(base.input_shape[1:])}, "
                           f"the data is {tuple(input_shape)}; set data.image_size/data.channels to match")
-    dense = [layer for layer in base.layers if isinstance(layer, keras.layers.Dense)]
-    if not dense:
+    if not any(isinstance(layer, keras.layers.Dense) for layer in base.layers):
         raise ConfigError(f"model.base_model: {path} has no Dense layer to replace")
-    features = keras.Model(base.input, dense[-1].input, name=BASE)
-    return _with_head(features, model_cfg, input_shape, num_classes, rescale=None, dropout=0.0)
+    features = keras.Model(base.input, head_input(base), name=BASE)
+    return _with_head(inference_only(features), model_cfg, input_shape, num_classes, rescale=None, dropout=0.0)
+
+
+HEAD = ("Dense", "Dropout", "Activation", "Softmax", "ReLU")
+
+
+def head_input(model):
+    """The tensor the dense head of ``model`` starts from: the input of its trailing run of dense, dropout and
+    activation layers (the flattened or pooled features of a CNN; the input of the last Dense layer when
+    the head cannot be separated, e.g. a model of dense layers only)."""
+    import keras
+
+    layers = model.layers
+    start = len(layers)
+    while start > 1 and type(layers[start - 1]).__name__ in HEAD and _single_inbound(layers[start - 1]):
+        start -= 1
+    if start < len(layers) and not isinstance(layers[start - 1], keras.layers.InputLayer):
+        return layers[start].input
+    return [layer for layer in layers if isinstance(layer, keras.layers.Dense)][-1].input
+
+
+def _single_inbound(layer) -> bool:
+    return len(layer._inbound_nodes) == 1 and len(layer._inbound_nodes[0].input_tensors) == 1
+
+
+def inference_only(features):
+    """``features`` with each Dropout layer replaced by an identity layer of the same name (a copy with the same
+    weights when there is any): the base computes what it computes at inference, whatever ``training`` flag
+    Keras passes to it."""
+    import keras
+
+    if not any(isinstance(layer, keras.layers.Dropout) for layer in features.layers):
+        return features
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.Dropout):
+            return keras.layers.Identity(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(features, clone_function=clone)
+    copy.set_weights(features.get_weights())
+    return copy
 
 
 def backbone(model_cfg, input_shape, num_classes: int):
@@ -96,7 +144,7 @@ def _with_head(features, model_cfg, input_shape, num_classes, rescale, dropout: 
     features.trainable = not model_cfg.freeze_base
     inputs = keras.Input(shape=tuple(input_shape), name="pixels")
     x = rescale(inputs) if rescale is not None else inputs
-    x = features(x)
+    x = features(x, training=False)  # as the guide; Keras 3 overrides it under fit, see the module docstring
     if dropout > 0:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.Dense(num_classes, name="logits")(x)
