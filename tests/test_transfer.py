@@ -67,8 +67,8 @@ SCRATCH = ("train.epochs=40", "train.learning_rate=0.003")  # the default schedu
 
 @pytest.mark.slow
 def test_base_on_0_to_4_transfers_to_50_images_of_5_to_9(digit_folders, monkeypatch):
-    """A base trained on digits 0-4 under a new class layer for 5-9 learned from 10 images per class (head, then
-    fine-tuning), against the same architecture trained from scratch on those 50 images, over SEEDS (model
+    """A base trained on digits 0-4 under a new class layer for 5-9 learned from 10 images per class (head,
+    then fine-tuning), against the same architecture trained from scratch on those 50 images, over SEEDS (model
     initialization and shuffling). Measured (2 CPU cores, 796 test images): transfer 82.5 / 76.6 / 85.2%
     (mean 81.4%), scratch 85.2 / 85.2 / 85.3% (mean 85.2%). Transfer does NOT beat scratch here: on 8x8 digits
     1-NN on raw pixels already reaches 87.6% on this split, so the 0-4 features have little to add (see
@@ -85,8 +85,8 @@ def test_base_on_0_to_4_transfers_to_50_images_of_5_to_9(digit_folders, monkeypa
         seeds = _sets(f"model.seed={seed}", f"train.seed={seed}")
         for kind, extra in (("transfer", ("model.base_model=base", *HEAD)), ("scratch", SCRATCH)):
             run = f"{kind}{seed}"
-            result = invoke(["run", "--until", "evaluate", "--config", DEFAULT_CONFIG, "--run", run, *few, *seeds,
-                             *_sets(*extra)])
+            result = invoke(["run", "--until", "evaluate", "--config", DEFAULT_CONFIG, "--run", run, *few,
+                             *seeds, *_sets(*extra)])
             assert result.exit_code == 0, result.output
             scores.setdefault(kind, []).append(_accuracy(root, run))
     meta = json.loads((root / "runs/transfer1/data/classes.json").read_text())

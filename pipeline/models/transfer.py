@@ -4,11 +4,11 @@ two training phases (head with the base frozen, then fine-tuning from ``model.un
 
 The reused part is one nested layer named ``base``, run in inference mode in both phases as Keras'
 transfer-learning guide does with ``base(x, training=False)``. Keras 3 overrides that flag for a nested model
-under ``fit`` (the outer ``training=True`` is passed on to every layer of the graph), so inference mode is made
-structural: the base's dropout layers become identity layers (what dropout computes at inference), and its
-batch-norm layers are never trainable (Keras 3: a non-trainable BatchNormalization uses its moving statistics);
-when fine-tuning unfreezes the layers from ``model.unfreeze_from``, batch-norm layers stay frozen, as the guide
-recommends, so a few small batches cannot wreck the statistics the base learned.
+under ``fit`` (the outer ``training=True`` is passed on to every layer of the graph), so inference mode is
+made structural: the base's dropout layers become identity layers (what dropout computes at inference), and
+its batch-norm layers are never trainable (Keras 3: a non-trainable BatchNormalization uses its moving
+statistics); when fine-tuning unfreezes the layers from ``model.unfreeze_from``, batch-norm layers stay
+frozen, as the guide recommends, so a few small batches cannot wreck the statistics the base learned.
 
 A trained base is cut before its dense head (the trailing dense / dropout / activation layers): the features
 of its last hidden dense layer are specific to the base's classes (measured on digits 0-4 -> 5-9, a new class
@@ -55,7 +55,8 @@ def from_base(model_cfg, input_shape, num_classes: int, runs_root: Path | str = 
     if not any(isinstance(layer, keras.layers.Dense) for layer in base.layers):
         raise ConfigError(f"model.base_model: {path} has no Dense layer to replace")
     features = keras.Model(base.input, head_input(base), name=BASE)
-    return _with_head(inference_only(features), model_cfg, input_shape, num_classes, rescale=None, dropout=0.0)
+    return _with_head(inference_only(features), model_cfg, input_shape, num_classes, rescale=None,
+                      dropout=0.0)
 
 
 HEAD = ("Dense", "Dropout", "Activation", "Softmax", "ReLU")
@@ -81,9 +82,9 @@ def _single_inbound(layer) -> bool:
 
 
 def inference_only(features):
-    """``features`` with each Dropout layer replaced by an identity layer of the same name (a copy with the same
-    weights when there is any): the base computes what it computes at inference, whatever ``training`` flag
-    Keras passes to it."""
+    """``features`` with each Dropout layer replaced by an identity layer of the same name (a copy with the
+    same weights when there is any): the base computes what it computes at inference, whatever
+    ``training`` flag Keras passes to it."""
     import keras
 
     if not any(isinstance(layer, keras.layers.Dropout) for layer in features.layers):
