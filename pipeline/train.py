@@ -53,20 +53,26 @@ def compile_model(model, train_cfg, steps_per_epoch: int, loss=None):
     return model
 
 
+def augmentation(cfg, meta: dict):
+    """The training augmentation for the data's task (None when every op is off): a classifier's
+    (:mod:`pipeline.augment`), or the one that moves objects and masks with the pixels
+    (:mod:`pipeline.augment_targets`)."""
+    from pipeline import augment, augment_targets
+
+    task = data.task(meta)
+    if task == "classify":
+        return augment.build(cfg.augment, len(meta["class_names"]), cfg.train.seed)
+    return augment_targets.build(cfg.augment, task, cfg.train.seed)
+
+
 def datasets(data_dir: Path, meta: dict, cfg, strategy=None):
     """(train, val) tf.data pipelines, the training one augmented as configured, sharded across workers."""
     import tensorflow as tf
 
-    from pipeline import augment
+    from pipeline import heads
     from pipeline import strategy as strategies
 
-    from pipeline import augment_targets, heads
-
-    task = data.task(meta)
-    if task == "classify":
-        augment_fn = augment.build(cfg.augment, len(meta["class_names"]), cfg.train.seed)
-    else:  # the ops that move pixels move the objects / masks with them
-        augment_fn = augment_targets.build(cfg.augment, task, cfg.train.seed)
+    augment_fn = augmentation(cfg, meta)
     encode = heads.encode_fn(cfg, meta)
     batch = cfg.train.batch_size
     train_ds = data.train_dataset(data_dir, meta, batch, cfg.train.seed, augment_fn, cache=cfg.train.cache,

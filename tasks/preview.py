@@ -52,15 +52,27 @@ def render_grid(images: np.ndarray, labels: np.ndarray, class_names: list, path:
 
 
 def augmented_samples(data_dir: Path, cfg, count: int):
-    """The first ``count`` images and labels of the training pipeline, augmented as configured."""
-    from pipeline import augment, data
+    """The first ``count`` images and labels (objects, masks) of the training pipeline, augmented as
+    configured."""
+    from pipeline import data, train
 
     meta = data.read_meta(data_dir)
-    augment_fn = augment.build(cfg.augment, len(meta["class_names"]), cfg.train.seed)
+    augment_fn = train.augmentation(cfg, meta)
     ds = data.train_dataset(data_dir, meta, count, cfg.train.seed, augment_fn, cache="none")  # one batch
     images, labels = next(iter(ds.take(1)))
     ops = augment_fn.ops if augment_fn is not None else []
     return images.numpy(), labels.numpy(), meta, ops
+
+
+def render_targets(cfg, meta: dict, images, targets, path: Path, title: str) -> Path:
+    """Detection / segmentation samples drawn by the task's figure, with the encoded training target (the
+    cells or pixels the model is trained to mark) in place of a prediction."""
+    from pipeline import heads
+
+    encoded = heads.encode_fn(cfg, meta)(images, targets)[1]
+    marks = "x: the cell the training target marks" if meta["task"] == "detect" else "right: the training target"
+    return heads.figure(cfg, meta, np.clip(np.rint(images), 0, 255).astype(np.uint8), targets,
+                        np.asarray(encoded), path, f"{title} ({marks})")
 
 
 @click.command()
@@ -76,5 +88,8 @@ def preview(ctx: Context, out: Path | None, count: int, columns: int):
     images, labels, meta, ops = augmented_samples(data_dir, ctx.cfg, count)
     path = out or data_dir / "preview.png"
     title = f"{ctx.run}: augmentation {', '.join(ops) or 'off'}"
-    render_grid(images, labels, meta["class_names"], path, title=title, columns=columns)
+    if meta.get("task", "classify") != "classify":
+        render_targets(ctx.cfg, meta, images, labels, path, title)
+    else:
+        render_grid(images, labels, meta["class_names"], path, title=title, columns=columns)
     echo(f"wrote {path} ({len(images)} training samples; augmentation: {', '.join(ops) or 'off'})")

@@ -551,3 +551,27 @@ def test_stage_graph_object_weight_retrains_but_keeps_ingest_and_build(det_run, 
     assert [s for s, v in status.items() if v == "up to date"] == ["ingest", "build"], changed.output
     assert changed.output.count("ran because") == 3, changed.output
     assert (det_copy / "runs" / "det" / "train" / "history.csv").read_bytes() != history
+
+
+# ---- 8. preview and bench-data on task data -------------------------------------------------------------
+@pytest.mark.parametrize("task", ["det", "seg"])
+def test_preview_draws_augmented_samples_with_their_targets(det_run, seg_run, task):
+    from PIL import Image
+
+    ran = det_run if task == "det" else seg_run
+    out = ran["root"] / f"preview_{task}.png"
+    result = invoke_in(ran["root"], ["preview", *ran["args"], "--count", "6", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "6 training samples; augmentation: hflip, vflip, translate" in result.output
+    with Image.open(out) as img:
+        assert img.format == "PNG" and min(img.size) > 300
+
+
+def test_bench_data_times_a_detection_pipeline(det_run):
+    out = det_run["root"] / "bench_data.json"
+    result = invoke_in(det_run["root"], ["bench-data", *det_run["args"], "--epochs", "1", "--train-steps", "2",
+                                         "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    figures = _json(out)
+    assert figures["augmentation"] == ["hflip", "vflip", "translate"]
+    assert figures["pipeline"]["images_per_second"] > 0 and figures["training"]["images_per_second"] > 0
