@@ -21,7 +21,8 @@ def check(cfg, data_dir: Path) -> dict | None:
     check_task(cfg, meta)
     if models.is_transfer(cfg.model):
         return None
-    ops = models.plan(cfg.model, meta["image_shape"], len(meta["class_names"]), cfg.detect.stride)
+    ops = models.plan(cfg.model, meta["image_shape"], len(meta["class_names"]), cfg.detect.stride,
+                        cfg.detect.boxes)
     summary = models.summary.summarize(ops, cfg.model.preset if not cfg.model.layers else "layers")
     models.summary.check_memory(summary["totals"], f"model.preset {cfg.model.preset}" if not cfg.model.layers
                                 else "model.layers")
@@ -69,7 +70,7 @@ def run(cfg, data_dir: Path, out: Path) -> tuple[list, dict, dict]:
     summary = check(cfg, data_dir)
     meta = data.read_meta(data_dir)
     model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]), runs_root(data_dir),
-                         cfg.detect.stride)
+                         cfg.detect.stride, cfg.detect.boxes)
     if summary is None:
         summary = model_summary(model, cfg)
         models.summary.check_budget({k: v or 0 for k, v in summary["totals"].items()}, cfg.model.budget)

@@ -176,6 +176,8 @@ class ExportConfig:
 class DetectConfig:
     stride: int = opt(8, "detect: the output grid's cell size in input pixels (the backbone is cut where its "
                       "stride reaches this)", choices=[4, 8, 16])
+    boxes: bool = opt(False, "detect: also regress a box per object (cell offset and size: 4 sigmoid channels "
+                      "after the class scores, L1 loss on object cells)")
     object_weight: float = opt(10.0, "detect: loss weight of object cells against background cells (weighted "
                                "cross-entropy)", min=1, max=1000)
     threshold: float = opt(0.5, "detect: a cell is an object when its class probability reaches this",

@@ -106,6 +106,29 @@ def centroids(probs, image_hw, threshold: float = 0.5, connectivity: int = 4) ->
     return objects
 
 
+BOX_CHANNELS = 4  # detect.boxes: per cell (x offset, y offset) of the centre in the cell, (w, h) of the image
+
+
+def with_boxes(output, image_hw, threshold: float = 0.5, connectivity: int = 4) -> list[dict]:
+    """Objects of a detection output with boxes, [gh, gw, K+1+4]: the class scores first, then per cell the
+    sigmoid box channels (ox, oy, w, h). Each object of :func:`centroids` gets ``"box": [x0, y0, x1, y1]`` in
+    input pixels from the cell holding its centre: centre ((j + ox) * W / gw, (i + oy) * H / gh), size
+    (w * W, h * H)."""
+    output = _one_image(output, 3, "with_boxes")
+    scores, box = output[..., :-BOX_CHANNELS], output[..., -BOX_CHANNELS:]
+    gh, gw = scores.shape[:2]
+    height, width = float(image_hw[0]), float(image_hw[1])
+    found = centroids(scores, image_hw, threshold, connectivity)
+    for o in found:
+        i = min(gh - 1, max(0, int(o["y"] * gh / height)))
+        j = min(gw - 1, max(0, int(o["x"] * gw / width)))
+        ox, oy, w, h = (float(v) for v in box[i, j])
+        cx, cy = (j + ox) * width / gw, (i + oy) * height / gh
+        o["box"] = [round(cx - w * width / 2, 2), round(cy - h * height / 2, 2),
+                    round(cx + w * width / 2, 2), round(cy + h * height / 2, 2)]
+    return found
+
+
 def mask(probs) -> np.ndarray:
     """uint8 [H, W]: the most probable class of each pixel of one image's segmentation output [H, W, K]."""
     probs = _one_image(probs, 3, "mask")

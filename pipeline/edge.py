@@ -23,7 +23,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 # <pipeline-imports>  bundle.write_runtime() replaces this block: these modules are inlined above it in predict.py
 from pipeline.audio import load_features
-from pipeline.decoding import centroids, mask
+from pipeline.decoding import centroids, mask, with_boxes
 from pipeline.errors import PipelineError
 from pipeline.imaging import load_image
 from pipeline.sequence import load_npy
@@ -281,10 +281,13 @@ def task_decoder(card: dict, names: list):
     segmentation model ``scores -> uint8 mask [H, W]``, by the card's ``decoding`` (pipeline/decoding.py)."""
     task, dec = card.get("task"), card.get("decoding", {})
     if task == "detect":
+        decode = with_boxes if dec.get("boxes") else centroids
+
         def objects(scores):
-            found = centroids(scores, dec["input_hw"], dec["threshold"], dec.get("connectivity", 4))
+            found = decode(scores, dec["input_hw"], dec["threshold"], dec.get("connectivity", 4))
             return [{"label": names[o["class"]], "x": round(float(o["x"]), 2), "y": round(float(o["y"]), 2),
-                     "score": round(float(o["score"]), 4)} for o in found]
+                     "score": round(float(o["score"]), 4), **({"box": o["box"]} if "box" in o else {})}
+                    for o in found]
         return objects
     if task == "segment":
         return mask
@@ -448,7 +451,9 @@ def task_row(path, result, card: dict, mask_dir) -> tuple[dict, str]:
         shares = mask_shares(result, card)
         text = ", ".join(f"{name} {100 * share:.1f}%" for name, share in shares.items())
         return {"image": str(path), "mask": str(written), "classes": shares}, f"{path}: mask {written} ({text})"
-    lines = "".join(f"\n  {o['label']} x={o['x']:.1f} y={o['y']:.1f} score={o['score']:.3f}" for o in result)
+    lines = "".join(f"\n  {o['label']} x={o['x']:.1f} y={o['y']:.1f} score={o['score']:.3f}"
+                    + (" box=[{:.1f}, {:.1f}, {:.1f}, {:.1f}]".format(*o["box"]) if "box" in o else "")
+                    for o in result)
     return {"image": str(path), "objects": result}, f"{path}: {len(result)} object(s){lines}"
 
 

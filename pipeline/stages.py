@@ -77,9 +77,9 @@ def config_section(cfg, stage: str) -> dict:
 
         return {"data": _section(cfg, "data"), "source_identity": sources.identity(cfg.data)}
     detect = {"detect": _section(cfg, "detect")} if cfg.model.task == "detect" else {}
-    return {"build": lambda: {"model": _section(cfg, "model"), **_detect_keys(cfg, "stride")},
+    return {"build": lambda: {"model": _section(cfg, "model"), **_detect_keys(cfg, "stride", "boxes")},
             "train": lambda: {"train": _section(cfg, "train"), "augment": _section(cfg, "augment"),
-                              **_detect_keys(cfg, "object_weight")},
+                              **_detect_keys(cfg, "object_weight", "boxes")},
             "evaluate": lambda: {"eval": _section(cfg, "eval"), **detect},
             "export": lambda: {"export": _section(cfg, "export"), "budget": cfg.model.budget, **detect}}[stage]()
 
@@ -110,7 +110,7 @@ def resume_material(cfg) -> dict:
 
     return {"data": _section(cfg, "data", RESUME_FREE), "source_identity": sources.identity(cfg.data),
             "model": _section(cfg, "model"), "train": _section(cfg, "train", RESUME_FREE),
-            "augment": _section(cfg, "augment"), **_detect_keys(cfg, "stride", "object_weight")}
+            "augment": _section(cfg, "augment"), **_detect_keys(cfg, "stride", "object_weight", "boxes")}
 
 
 def train_inputs(cfg, run_dir: Path) -> tuple[list, dict]:

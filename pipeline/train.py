@@ -135,7 +135,7 @@ def training_model(model_path: Path, meta: dict, cfg, policy: str, runs_root: Pa
     keras.mixed_precision.set_global_policy(policy)
     try:
         model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]), runs_root,
-                             cfg.detect.stride)
+                             cfg.detect.stride, cfg.detect.boxes)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     try:

@@ -39,7 +39,8 @@ def time_training(cfg, meta: dict, batch, steps: int, warmup: int = 5) -> dict:
 
     from pipeline import heads
 
-    model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]), stride=cfg.detect.stride)
+    model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]), stride=cfg.detect.stride,
+                         boxes=cfg.detect.boxes)
     train.compile_model(model, cfg.train, warmup + steps, heads.loss(cfg, meta))
     batch_size = int(batch[0].shape[0])
     marks = {}

@@ -373,3 +373,57 @@ def test_decoding_params_describe_the_output():
     assert len(segment.default_palette(25)) == 25
     given = segment.decoding_params((8, 8), ["a", "b", "c"], palette=["#ff0000", [0, 255, 0]])["palette"]
     assert given == [[255, 0, 0], [0, 255, 0], segment.TAB10[1]]
+
+
+# ---- detect.boxes: box channels after the class scores ---------------------------------------------------
+def test_encode_with_boxes_marks_the_centre_cell_with_offset_and_size():
+    from pipeline.heads import detect
+
+    objects = np.array([[[1, 0.3, 0.6, 0.2, 0.1], [-1, 0, 0, 0, 0]]], np.float32)
+    out = np.asarray(detect.encode(objects, (96, 96), 8, 2, boxes=True))
+    assert out.shape == (1, 12, 12, 3 + 4)
+    np.testing.assert_allclose(out[0, 7, 3], [0, 0, 1, 0.6, 0.2, 0.2, 0.1], atol=1e-5)
+    rest = np.delete(out[0].reshape(144, 7), 7 * 12 + 3, axis=0)
+    assert (rest[:, 0] == 1).all() and not rest[:, 1:].any()
+    np.testing.assert_array_equal(out[..., :3], np.asarray(detect.encode(objects, (96, 96), 8, 2)))
+
+
+def test_with_boxes_decodes_the_box_of_the_centre_cell():
+    from pipeline import decoding
+
+    out = np.zeros((12, 12, 3 + 4))
+    out[..., 0] = 1.0
+    out[7, 3, :3] = [0.1, 0.0, 0.9]
+    out[7, 3, 3:] = [0.6, 0.2, 0.2, 0.1]
+    (found,) = decoding.with_boxes(out, (96, 96), 0.5)
+    assert found["class"] == 1 and (found["x"], found["y"]) == (28.0, 60.0)
+    np.testing.assert_allclose(found["box"], [19.2, 52.8, 38.4, 62.4], atol=1e-6)
+
+
+def test_box_loss_counts_only_object_cells_weighted_like_their_class():
+    from pipeline.heads import detect
+
+    truth = np.zeros((1, 1, 2, 2 + 4), np.float32)
+    truth[0, 0, 0, :2] = [1, 0]                          # background cell
+    truth[0, 0, 1, :2] = [0, 1]                          # object cell, box (0.5, 0.5, 0.2, 0.2)
+    truth[0, 0, 1, 2:] = [0.5, 0.5, 0.2, 0.2]
+    pred = truth.copy()
+    pred[..., :2] = np.where(truth[..., :2] == 1, 0.99, 0.01)
+    base = float(detect.loss(1, 10.0, boxes=True)(truth, pred))
+    off = pred.copy()
+    off[0, 0, 0, 2:] += 0.3                              # the background cell's box: ignored
+    assert float(detect.loss(1, 10.0, boxes=True)(truth, off)) == pytest.approx(base, abs=1e-6)
+    off = pred.copy()
+    off[0, 0, 1, 2] += 0.1                               # 0.1 of L1 on the object cell, x10, mean of 2 cells
+    assert float(detect.loss(1, 10.0, boxes=True)(truth, off)) == pytest.approx(base + 0.5, abs=1e-5)
+
+
+def test_box_iou_of_perfect_and_shifted_boxes():
+    from pipeline.heads import detect
+
+    truth = [np.array([[0, 0.3, 0.6, 0.2, 0.1]], np.float32)]
+    out = np.zeros((1, 12, 12, 2 + 4), np.float32)
+    out[0, 7, 3, 2:] = [0.6, 0.2, 0.2, 0.1]
+    assert detect.box_iou(truth, out, (96, 96)) == {"mean_box_iou": pytest.approx(1.0, abs=1e-5), "boxes": 1}
+    out[0, 7, 3, 4] = 0.1                                # half as wide: IoU 1/2
+    assert detect.box_iou(truth, out, (96, 96))["mean_box_iou"] == pytest.approx(0.5, abs=1e-5)

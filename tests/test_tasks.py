@@ -30,7 +30,7 @@ DET = ["--set", "data.source=scenes:detect,n=120,size=48", "--set", "detect.thre
        "--set", "detect.object_weight=40", "--set", "train.learning_rate=0.01", *FAST]
 SEG = ["--set", "data.source=scenes:segment,n=120,size=32", *FAST]
 BUILTIN_INT8 = {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "SOFTMAX", "CONCATENATION",
-                "TRANSPOSE_CONV", "ADD", "MUL", "RESHAPE", "QUANTIZE", "DEQUANTIZE", "RELU", "PAD"}
+                "TRANSPOSE_CONV", "ADD", "MUL", "RESHAPE", "QUANTIZE", "DEQUANTIZE", "RELU", "PAD", "LOGISTIC"}
 
 
 def _run_task(tmp_path_factory, name, config, args):
@@ -575,3 +575,46 @@ def test_bench_data_times_a_detection_pipeline(det_run):
     figures = _json(out)
     assert figures["augmentation"] == ["hflip", "vflip", "translate"]
     assert figures["pipeline"]["images_per_second"] > 0 and figures["training"]["images_per_second"] > 0
+
+
+# ---- 9. detect.boxes ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def box_run(tmp_path_factory):
+    return _run_task(tmp_path_factory, "box", DETECT_CONFIG, [*DET, "--set", "detect.boxes=true"])
+
+
+def test_detect_boxes_end_to_end(box_run, tmp_path):
+    from PIL import Image
+
+    from pipeline import data, edge
+
+    card = _json(box_run["bundle"] / "model_card.json")
+    dec = card["decoding"]
+    assert dec["boxes"] is True and dec["output_shape"] == [1, 6, 6, 4 + 4]
+    assert dec["box_channels"] == {"ox": 4, "oy": 5, "w": 6, "h": 7}
+    assert _keras_output_shape(box_run["run"] / "train" / "model.keras") == [None, 6, 6, 8]
+    metrics = _json(box_run["run"] / "eval" / "metrics.json")
+    assert 0.0 <= metrics["mean_box_iou"] <= 1.0 and metrics["boxes"] == metrics["n_objects"]
+    int8 = card["files"]["int8"]
+    assert {"LOGISTIC", "CONCATENATION", "SOFTMAX"} <= set(int8["ops"])
+    _assert_full_int8(int8, box_run["bundle"] / int8["file"])
+    assert card["micro"]["max_abs_diff_lsb"] <= 1
+
+    x, _ = data.load_split(box_run["run"] / "data", "test")
+    out = edge.EdgeModel((box_run["bundle"] / "model_int8.tflite").read_bytes()).predict(x)
+    scores = out[..., :-4]
+    best = np.where(scores.argmax(-1) > 0, scores.max(-1), 0).reshape(len(x), -1).max(1)
+    image = tmp_path / "scene.png"
+    Image.fromarray(x[int(best.argmax())]).save(image)
+    as_json = invoke(["predict", box_run["bundle"] / "model_int8.tflite", image, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    objects = json.loads(as_json.output)[0]["objects"]
+    assert objects, "the int8 file finds no object in any test image"
+    for o in objects:
+        x0, y0, x1, y1 = o["box"]
+        assert x0 <= o["x"] + 8 and o["x"] - 8 <= x1 and y0 <= y1 and x0 <= x1   # around its own cell
+    text = invoke(["predict", box_run["bundle"] / "model_int8.tflite", image])
+    assert " box=[" in text.output.splitlines()[1]
+    done = _py(["predict.py", "--json", image], tensorflow_free_env(tmp_path), box_run["bundle"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["objects"] == objects

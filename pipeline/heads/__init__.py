@@ -40,8 +40,8 @@ def encode_fn(cfg, meta: dict):
     one-hot labels the data pipeline makes itself)."""
     task, k = meta.get("task", "classify"), len(meta["class_names"])
     if task == "detect":
-        enc = module("detect").encode
-        return lambda images, objects: (images, enc(objects, _hw(meta), cfg.detect.stride, k))
+        enc, boxes = module("detect").encode, cfg.detect.boxes
+        return lambda images, objects: (images, enc(objects, _hw(meta), cfg.detect.stride, k, boxes))
     if task == "segment":
         enc = module("segment").encode
         return lambda images, masks: (images, enc(masks, k))
@@ -51,7 +51,7 @@ def encode_fn(cfg, meta: dict):
 def loss(cfg, meta: dict):
     task, k = meta.get("task", "classify"), len(meta["class_names"])
     if task == "detect":
-        return module("detect").loss(k, cfg.detect.object_weight)
+        return module("detect").loss(k, cfg.detect.object_weight, cfg.detect.boxes)
     if task == "segment":
         return module("segment").loss(k)
     import keras
@@ -66,12 +66,25 @@ def truth_list(task: str, targets) -> list | np.ndarray:
     return targets
 
 
+def _scores(cfg, probs):
+    """A detection output's class scores: without the box channels of ``detect.boxes``."""
+    from pipeline.decoding import BOX_CHANNELS
+
+    return np.asarray(probs)[..., :-BOX_CHANNELS] if cfg.detect.boxes else probs
+
+
 def measure(cfg, meta: dict, targets, probs) -> dict:
-    """metrics.json of a detection or segmentation model on a split."""
+    """metrics.json of a detection or segmentation model on a split (with ``detect.boxes``, also the mean IoU
+    of the boxes decoded at the true objects' centre cells)."""
     task, names = meta["task"], meta["class_names"]
     if task == "detect":
-        return module("detect").metrics(truth_list(task, targets), probs, names, _hw(meta),
-                                        cfg.detect.threshold, cfg.detect.match_distance)
+        detect = module("detect")
+        truth = truth_list(task, targets)
+        out = detect.metrics(truth, _scores(cfg, probs), names, _hw(meta), cfg.detect.threshold,
+                             cfg.detect.match_distance)
+        if cfg.detect.boxes:
+            out.update(detect.box_iou(truth, np.asarray(probs), _hw(meta)))
+        return out
     return module("segment").metrics(targets, probs, names)
 
 
@@ -79,8 +92,8 @@ def parity(cfg, meta: dict, ref_probs, probs, targets) -> dict:
     """How a converted file's task metric compares with the Keras model's on the same images."""
     task, names = meta["task"], meta["class_names"]
     if task == "detect":
-        return module("detect").parity(ref_probs, probs, truth_list(task, targets), names, _hw(meta),
-                                       cfg.detect.threshold, cfg.detect.match_distance)
+        return module("detect").parity(_scores(cfg, ref_probs), _scores(cfg, probs), truth_list(task, targets),
+                                       names, _hw(meta), cfg.detect.threshold, cfg.detect.match_distance)
     return module("segment").parity(ref_probs, probs, targets, names)
 
 
@@ -117,5 +130,6 @@ def decoding(cfg, meta: dict) -> dict:
     """What a device needs to turn the output tensor into objects or a mask (the model card's ``decoding``)."""
     task, names = meta["task"], meta["class_names"]
     if task == "detect":
-        return module("detect").decoding_params(_hw(meta), cfg.detect.stride, cfg.detect.threshold, names)
+        return module("detect").decoding_params(_hw(meta), cfg.detect.stride, cfg.detect.threshold, names,
+                                                boxes=cfg.detect.boxes)
     return module("segment").decoding_params(_hw(meta), names, palette=palette(meta))

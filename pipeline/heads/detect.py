@@ -45,16 +45,18 @@ _LOSS_CLASS = None
 
 
 # ---------------------------------------------------------------------------------------------- targets
-def encode(objects, image_hw, stride: int, num_classes: int):
+def encode(objects, image_hw, stride: int, num_classes: int, boxes: bool = False):
     """float32 one-hot targets [B, gh, gw, K+1] from padded objects [B, M, 5] (class, cx, cy, w, h).
 
     TensorFlow ops only, so it runs inside ``tf.data.Dataset.map``; an unbatched [M, 5] gives [gh, gw, K+1].
+    ``boxes`` appends per cell the box of the object that owns it, (ox, oy, w, h): the centre's offset within
+    the cell (0..1) and the size as a share of the image; zeros on background cells.
     """
     import tensorflow as tf
 
     objects = tf.convert_to_tensor(objects, dtype=tf.float32)
     if objects.shape.rank == 2:  # one example, [M, 5]
-        return encode(objects[tf.newaxis], image_hw, stride, num_classes)[0]
+        return encode(objects[tf.newaxis], image_hw, stride, num_classes, boxes)[0]
     gh, gw = int(image_hw[0]) // int(stride), int(image_hw[1]) // int(stride)
     cls = tf.cast(tf.round(objects[..., 0]), tf.int32)                            # [B, M]
     row = tf.clip_by_value(tf.cast(tf.floor(objects[..., 2] * gh), tf.int32), 0, gh - 1)
@@ -70,7 +72,14 @@ def encode(objects, image_hw, stride: int, num_classes: int):
     chosen = tf.equal(index, winner[:, tf.newaxis, :])              # [B, M, G]; no gather, so M = 0 works
     label = tf.reduce_sum(tf.where(chosen, cls[..., tf.newaxis] + 1, 0), axis=1)     # [B, G], 0 = background
     onehot = tf.one_hot(label, num_classes + 1, dtype=tf.float32)
-    return tf.reshape(onehot, [-1, gh, gw, num_classes + 1])
+    onehot = tf.reshape(onehot, [-1, gh, gw, num_classes + 1])
+    if not boxes:
+        return onehot
+    values = tf.stack([objects[..., 1] * gw - tf.cast(col, tf.float32), objects[..., 2] * gh - tf.cast(row, tf.float32),
+                       objects[..., 3], objects[..., 4]], axis=-1)                   # [B, M, 4]
+    values = tf.clip_by_value(values, 0.0, 1.0)
+    box = tf.reduce_sum(tf.where(chosen[..., tf.newaxis], values[:, :, tf.newaxis, :], 0.0), axis=1)  # [B, G, 4]
+    return tf.concat([onehot, tf.reshape(box, [-1, gh, gw, 4])], axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------- loss
@@ -91,32 +100,56 @@ def _define_loss():
     class DetectionLoss(keras.losses.Loss):
         """Cell-wise categorical cross-entropy, object cells weighted ``object_weight``, mean over cells."""
 
-        def __init__(self, num_classes: int, object_weight: float = DEFAULT_OBJECT_WEIGHT,
+        def __init__(self, num_classes: int, object_weight: float = DEFAULT_OBJECT_WEIGHT, boxes: bool = False,
                      name: str = "fomo_loss", reduction="sum_over_batch_size", dtype=None):
             super().__init__(name=name, reduction=reduction, dtype=dtype)
             self.num_classes = int(num_classes)
             self.object_weight = float(object_weight)
+            self.boxes = bool(boxes)
 
         def call(self, y_true, y_pred):
             ops = keras.ops
             y_pred = ops.convert_to_tensor(y_pred)
             y_true = ops.cast(y_true, y_pred.dtype)
+            k = self.num_classes + 1
             weights = ops.convert_to_tensor([1.0] + [self.object_weight] * self.num_classes,
                                             dtype=y_pred.dtype)
             eps = keras.config.epsilon()
-            cross_entropy = -ops.sum(y_true * ops.log(ops.clip(y_pred, eps, 1.0 - eps)), axis=-1)
-            return cross_entropy * ops.sum(y_true * weights, axis=-1)
+            p, t = y_pred[..., :k], y_true[..., :k]
+            cross_entropy = -ops.sum(t * ops.log(ops.clip(p, eps, 1.0 - eps)), axis=-1)
+            out = cross_entropy * ops.sum(t * weights, axis=-1)
+            if self.boxes:  # L1 of the box channels on object cells, weighted like their classes
+                error = ops.sum(ops.abs(y_true[..., k:] - y_pred[..., k:]), axis=-1)
+                out = out + self.object_weight * (1.0 - t[..., 0]) * error
+            return out
 
         def get_config(self):
             return {**super().get_config(), "num_classes": self.num_classes,
-                    "object_weight": self.object_weight}
+                    "object_weight": self.object_weight, "boxes": self.boxes}
 
     return DetectionLoss
 
 
-def loss(num_classes: int, object_weight: float = DEFAULT_OBJECT_WEIGHT):
-    """A ``DetectionLoss`` instance for ``model.compile(loss=...)``."""
-    return loss_class()(num_classes=num_classes, object_weight=object_weight)
+def loss(num_classes: int, object_weight: float = DEFAULT_OBJECT_WEIGHT, boxes: bool = False):
+    """A ``DetectionLoss`` instance for ``model.compile(loss=...)`` (``boxes``: also the L1 box term)."""
+    return loss_class()(num_classes=num_classes, object_weight=object_weight, boxes=boxes)
+
+
+def box_iou(truth: list, outputs: np.ndarray, image_hw) -> dict:
+    """How well the box channels fit: for every true object, the IoU of its true box with the box decoded
+    at the cell holding its centre (whatever that cell's class scores say). ``{"mean_box_iou", "boxes"}``."""
+    gh, gw = outputs.shape[1:3]
+    ious = []
+    for rows, out in zip(truth, outputs):
+        for _, cx, cy, w, h in np.asarray(rows, np.float64).reshape(-1, 5):
+            i, j = min(gh - 1, int(cy * gh)), min(gw - 1, int(cx * gw))
+            ox, oy, pw, ph = (float(v) for v in out[i, j, -decoding.BOX_CHANNELS:])
+            px, py = (j + ox) / gw, (i + oy) / gh
+            ix = max(0.0, min(cx + w / 2, px + pw / 2) - max(cx - w / 2, px - pw / 2))
+            iy = max(0.0, min(cy + h / 2, py + ph / 2) - max(cy - h / 2, py - ph / 2))
+            union = w * h + pw * ph - ix * iy
+            ious.append(ix * iy / union if union > 0 else 0.0)
+    return {"mean_box_iou": round(float(np.mean(ious)), 6) if ious else None, "boxes": len(ious)}
 
 
 def custom_objects() -> dict:
@@ -301,10 +334,14 @@ def figure(images, truth, probs, class_names, path, title: str, threshold: float
         classes, centres = true_centres(truth[k], image_hw)
         for c, (x, y) in zip(classes, centres):
             ax.scatter([x], [y], s=160, facecolors="none", edgecolors=[colours(c % 10)], linewidths=2)
-        found = decoding.centroids(probs[k], image_hw, threshold)
+        boxes = probs[k].shape[-1] == len(class_names) + 1 + decoding.BOX_CHANNELS  # detect.boxes
+        found = (decoding.with_boxes if boxes else decoding.centroids)(probs[k], image_hw, threshold)
         for o in found:
             colour = colours(o["class"] % 10)
             ax.scatter([o["x"]], [o["y"]], marker="x", s=70, c=[colour], linewidths=2)
+            if "box" in o:
+                x0, y0, x1, y1 = o["box"]
+                ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=colour, lw=1.5))
             name = class_names[o["class"]] if o["class"] < len(class_names) else str(o["class"])
             ax.annotate(f"{name} {o['score']:.2f}", (o["x"], o["y"]), xytext=(4, 4),
                         textcoords="offset points", fontsize=7, color="white",
@@ -332,10 +369,23 @@ def _save(fig, path, rect=None) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- model card
-def decoding_params(image_hw, stride: int, threshold: float, class_names, connectivity: int = 4) -> dict:
-    """What a device needs to turn the output tensor into objects (``pipeline.decoding.centroids``)."""
+def decoding_params(image_hw, stride: int, threshold: float, class_names, connectivity: int = 4,
+                    boxes: bool = False) -> dict:
+    """What a device needs to turn the output tensor into objects (``pipeline.decoding.centroids``; with
+    ``boxes``, ``pipeline.decoding.with_boxes``)."""
     height, width = int(image_hw[0]), int(image_hw[1])
     gh, gw = height // int(stride), width // int(stride)
+    out = _centroid_params(height, width, gh, gw, stride, threshold, class_names, connectivity)
+    if boxes:
+        k = len(class_names) + 1
+        out.update(method="fomo_centroids_boxes", boxes=True, output_shape=[1, gh, gw, k + decoding.BOX_CHANNELS],
+                   box_channels={"ox": k, "oy": k + 1, "w": k + 2, "h": k + 3},
+                   box=f"from the cell (i, j) holding the object's centre: centre ((j + ox) * {width} / {gw}, "
+                       f"(i + oy) * {height} / {gh}), size (w * {width}, h * {height}); sigmoid outputs 0..1")
+    return out
+
+
+def _centroid_params(height, width, gh, gw, stride, threshold, class_names, connectivity) -> dict:
     return {
         "task": "detect",
         "method": "fomo_centroids",

@@ -23,14 +23,14 @@ def resolved_spec(model_cfg, input_shape) -> list:
     return spec.normalize(presets.layers(model_cfg, input_shape), where)
 
 
-def plan(model_cfg, input_shape, num_classes: int, stride: int = 8) -> list:
+def plan(model_cfg, input_shape, num_classes: int, stride: int = 8, boxes: bool = False) -> list:
     """The checked plan of the model (no TensorFlow): one :class:`spec.Op` per Keras layer. ``num_classes``
     counts the object classes of a detection model (its output adds a background score)."""
     where = "model.layers" if model_cfg.layers else f"model.preset {model_cfg.preset}: layer"
     blocks = resolved_spec(model_cfg, input_shape)
     try:
         return spec.plan(blocks, input_shape, num_classes, where, model_cfg.initializer, model_cfg.l2,
-                         task=model_cfg.task, stride=stride, from_preset=not model_cfg.layers)
+                         task=model_cfg.task, stride=stride, from_preset=not model_cfg.layers, boxes=boxes)
     except ConfigError as exc:
         text = str(exc)
         if model_cfg.layers or not any(k in text for k in ("larger than its input", "reaches zero")):
@@ -44,7 +44,8 @@ def is_transfer(model_cfg) -> bool:
     return bool(model_cfg.base_model or model_cfg.backbone)
 
 
-def build(model_cfg, input_shape, num_classes: int, runs_root: Path | str = "runs", stride: int = 8):
+def build(model_cfg, input_shape, num_classes: int, runs_root: Path | str = "runs", stride: int = 8,
+          boxes: bool = False):
     """Build an untrained model for ``input_shape`` = (H, W, C) raw pixels and ``num_classes`` classes.
 
     The spec is checked and the model's size compared with this machine's memory before Keras builds it."""
@@ -59,7 +60,7 @@ def build(model_cfg, input_shape, num_classes: int, runs_root: Path | str = "run
         return transfer.from_base(model_cfg, input_shape, num_classes, runs_root)
     if model_cfg.backbone:
         return transfer.backbone(model_cfg, input_shape, num_classes)
-    ops = plan(model_cfg, input_shape, num_classes, stride)
+    ops = plan(model_cfg, input_shape, num_classes, stride, boxes)
     where = "model" if model_cfg.layers else f"model.preset {model_cfg.preset}"
     summary.check_memory(summary.estimate(ops), where)
     keras.utils.set_random_seed(model_cfg.seed)

@@ -307,7 +307,7 @@ class Planner:
 
 def plan(blocks: list, input_shape, num_classes: int, where: str = "model.layers",
          initializer: str = "glorot_uniform", l2: float = 0.0, task: str = "classify", stride: int = 8,
-         from_preset: bool = False) -> list[Op]:
+         from_preset: bool = False, boxes: bool = False) -> list[Op]:
     """Every op of the model (rescale, the blocks, the task's head) with shapes, parameters and MACs: the
     class layer of a classifier, or the detection / segmentation ends of :mod:`pipeline.models.task_heads`."""
     p = Planner(tuple(input_shape), initializer, l2)
@@ -315,7 +315,7 @@ def plan(blocks: list, input_shape, num_classes: int, where: str = "model.layers
     if task == "detect":
         from pipeline.models import task_heads
 
-        task_heads.detect(p, stride, num_classes, from_preset, where)
+        task_heads.detect(p, stride, num_classes, from_preset, where, boxes)
     elif task == "segment":
         from pipeline.models import task_heads
 

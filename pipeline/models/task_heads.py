@@ -2,7 +2,9 @@
 
 - ``detect`` (FOMO-style centroids): the backbone is cut after its last layer at output stride
   ``detect.stride`` (8: a 96x96 image gives a 12x12 grid); a 1x1 convolution gives per cell K + 1 scores
-  (background first, then the classes) and a softmax over them. Nothing but builtin int8 ops.
+  (background first, then the classes) and a softmax over them. With ``detect.boxes`` a second 1x1
+  convolution gives 4 sigmoid box channels (centre offset in the cell, width and height as shares of the
+  image), concatenated after the scores. Nothing but builtin int8 ops.
 - ``segment`` (a tiny U-Net): the layer spec is the encoder; at every resolution it went through, the last
   layer there is kept as a skip. From the deepest layer back up, each step is a transpose convolution to the
   next skip's size, a concatenation with the skip and a 3x3 convolution, batch norm and ReLU (filters: the
@@ -49,8 +51,9 @@ def _pending(ops: list, skips: list) -> None:
             op.held += size
 
 
-def detect(p, stride: int, num_classes: int, from_preset: bool, where: str) -> None:
-    """Cut the trunk at output stride ``stride``; add the 1x1 class-score layer and the softmax."""
+def detect(p, stride: int, num_classes: int, from_preset: bool, where: str, boxes: bool = False) -> None:
+    """Cut the trunk at output stride ``stride``; add the 1x1 class-score layer and the softmax (``boxes``:
+    beside it a 1x1 layer of 4 sigmoid box channels, concatenated after the scores)."""
     ops = trunk(p, from_preset, where)
     at = [i for i, op in enumerate(ops) if op.jump and all(j == stride for j in op.jump)]
     if not at:
@@ -65,8 +68,16 @@ def detect(p, stride: int, num_classes: int, from_preset: bool, where: str) -> N
     p.ops = ops[:at[-1] + 1]
     scores = p.block("conv", {"filters": num_classes + 1, "kernel": (1, 1), "stride": (1, 1), "padding": "same",
                               "bias": True}, cut, "detection head", "cell_scores", 0)
-    p.add(Op("probs", "softmax", "detection head", {}, [scores.name], scores.out_shape, scores.out_shape,
-             rf=scores.rf, jump=scores.jump))
+    probs = p.add(Op("probs", "softmax", "detection head", {}, [scores.name], scores.out_shape,
+                     scores.out_shape, rf=scores.rf, jump=scores.jump))
+    if not boxes:
+        return
+    box = p.block("conv", {"filters": 4, "kernel": (1, 1), "stride": (1, 1), "padding": "same", "bias": True},
+                  cut, "detection head", "box", 0)
+    box = p.block("activation", {"name": "sigmoid"}, box, "detection head", "box_sigmoid", 0)
+    shape = (*scores.out_shape[:2], num_classes + 1 + 4)
+    p.add(Op("outputs", "concat", "detection head", {}, [probs.name, box.name], probs.out_shape, shape,
+             rf=scores.rf, jump=scores.jump, held=math.prod(probs.out_shape)))
 
 
 def _levels(ops: list) -> list:
