@@ -62,25 +62,37 @@ def _layout(root: Path) -> dict:
     if not subdirs:
         raise PipelineError(f"{where}: no class subfolders (expected "
                             "<dir>/<class>/<images> or <dir>/train/<class>/<images>)")
-    splits = [d for d in subdirs if d.name.lower() in SPLIT_DIRS]
-    if not splits:
+    if not any(d.name.lower() in SPLIT_DIRS for d in subdirs):
         return {"all": root}
+
+    def classes_inside(d: Path) -> None:
+        if not _visible_dirs(d) and _has_images(d):
+            raise PipelineError(f"{where}: {d.name}/ holds images but no class folders; at the top level it "
+                                f"names a split: put its images in {d.name}/<class>/ (or the classes in "
+                                f"train/{d.name}/ when {d.name!r} is a class)")
+
+    return split_layout(subdirs, where, "train, val, validation and test at the top level always name splits: "
+                        "put the classes under train/ (val/, test/), or move a class named so one level down "
+                        "(train/test/)", classes_inside)
+
+
+def split_layout(subdirs: list, where: str, hint: str, check=None) -> dict:
+    """{split: folder} of split folders (``train``, ``val``/``validation``, ``test``, any case): none of
+    ``subdirs`` may be another folder (``hint`` says what to do), a split appears once, train is there;
+    ``check(folder)`` may refuse a split folder's content. Also the layout of ``yolo:`` and ``masks:``."""
+    splits = [d for d in subdirs if d.name.lower() in SPLIT_DIRS]
     others = [d.name for d in subdirs if d not in splits]
     if others:
         raise PipelineError(
             f"{where}: mixes split folder(s) {', '.join(d.name + '/' for d in splits)} with other folder(s) "
-            f"{', '.join(ascii(n)[1:-1] + '/' for n in others[:3])}{' ...' if len(others) > 3 else ''}; "
-            "train, val, validation and test at the top level always name splits: put the classes under "
-            "train/ (val/, test/), or move a class named so one level down (train/test/)")
+            f"{', '.join(ascii(n)[1:-1] + '/' for n in others[:3])}{' ...' if len(others) > 3 else ''}; {hint}")
     layout = {}
     for d in splits:
         name = SPLIT_DIRS[d.name.lower()]
         if name in layout:
             raise PipelineError(f"{where}: has both {layout[name].name}/ and {d.name}/; keep one")
-        if not _visible_dirs(d) and _has_images(d):
-            raise PipelineError(f"{where}: {d.name}/ holds images but no class folders; at the top level it "
-                                f"names a split: put its images in {d.name}/<class>/ (or the classes in "
-                                f"train/{d.name}/ when {d.name!r} is a class)")
+        if check is not None:
+            check(d)
         layout[name] = d
     if "train" not in layout:
         raise PipelineError(f"{where}: has {', '.join(sorted(layout))}/ but no train/")

@@ -38,7 +38,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.sources import SourceData, check_class_name, path_key, source_path
-from pipeline.sources.folder import EXTENSIONS, SPLIT_DIRS, _visible_dirs, ignored_summary
+from pipeline.sources.folder import EXTENSIONS, SPLIT_DIRS, _visible_dirs, ignored_summary, split_layout
 
 TOLERANCE = 1e-3        # a box may reach this far outside 0..1 (rounding in label files)
 COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
@@ -51,23 +51,8 @@ def refuse_pad(data_cfg, source: str) -> None:
 
 
 def _split_folders(root: Path, where: str, subdirs: list) -> dict:
-    """{split: folder} of the split folders among ``subdirs`` (checked as folder: checks them)."""
-    splits = [d for d in subdirs if d.name.lower() in SPLIT_DIRS]
-    others = [d.name for d in subdirs if d not in splits]
-    if others:
-        raise PipelineError(f"{where}: mixes split folder(s) {', '.join(d.name + '/' for d in splits)} with "
-                            f"other folder(s) {', '.join(ascii(n)[1:-1] + '/' for n in others[:3])}"
-                            f"{' ...' if len(others) > 3 else ''}; train, val, validation and test name "
-                            "splits")
-    out = {}
-    for d in splits:
-        name = SPLIT_DIRS[d.name.lower()]
-        if name in out:
-            raise PipelineError(f"{where}: has both {out[name].name}/ and {d.name}/; keep one")
-        out[name] = d
-    if "train" not in out:
-        raise PipelineError(f"{where}: has {', '.join(sorted(out))}/ but no train/")
-    return out
+    """{split: folder} of the split folders among ``subdirs`` (the rules of folder:)."""
+    return split_layout(subdirs, where, "train, val, validation and test name splits")
 
 
 def pair_layout(root: Path, where: str, second: str, beside: bool) -> dict:
