@@ -9,6 +9,8 @@
 4. A folder of 10,000 and 60,000 96x96 PNGs: streaming ingest and one training epoch, with peak memory.
 5. Detection and segmentation on generated scenes (``configs/detect.yaml``, ``configs/segment.yaml``): the
    task metric of Keras and int8, sizes, TFLM arena, latency (:mod:`tasks.bench_tasks`).
+6. Transfer learning on Fashion-MNIST: a base trained on classes 0-4, transferred to 5-9 with 10 training
+   images per class, against the same architecture from scratch, over 3 seeds (:mod:`tasks.bench_transfer`).
 """
 from __future__ import annotations
 
@@ -209,10 +211,14 @@ def table(results: dict) -> str:
 @click.option("--tasks/--no-tasks", "tasks_on", default=True, show_default=True,
               help="Train and export configs/detect.yaml and configs/segment.yaml on generated scenes.")
 @click.option("--only-tasks", is_flag=True, help="Run the detection and segmentation entries alone.")
+@click.option("--transfer/--no-transfer", "transfer_on", default=True, show_default=True,
+              help="Fashion-MNIST 0-4 -> 5-9 with 10 images per class: transfer against scratch, 3 seeds.")
+@click.option("--only-transfer", is_flag=True, help="Run the transfer-learning entry alone.")
 @click.option("--png-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the large folder's PNGs here (made once, reused) instead of in --work.")
 def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
-         only_large_folder: bool, tasks_on: bool, only_tasks: bool, png_dir: Path | None):
+         only_large_folder: bool, tasks_on: bool, only_tasks: bool, transfer_on: bool, only_transfer: bool,
+         png_dir: Path | None):
     import shutil
 
     from pipeline import artifacts
@@ -227,7 +233,7 @@ def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
     work = work.resolve()
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                            "platform": platform.platform()}}
-    only = only_large_folder or only_tasks
+    only = only_large_folder or only_tasks or only_transfer
     if not only:
         results["digits"] = digits(work)
         results["latency_batch1"] = latency(work)
@@ -243,6 +249,12 @@ def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
         from tasks import bench_tasks
 
         results.update(bench_tasks.run_all(work, REPO, _cnnpipe, bench_file))
+    if (transfer_on and not only) or only_transfer:
+        from tasks import bench_transfer
+
+        if not FASHION_DIR.is_dir():
+            raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
+        results["transfer_fashion"] = bench_transfer.run(work, REPO, _cnnpipe)
     if (large_folder_on and not only) or only_large_folder:
         if not FASHION_DIR.is_dir():
             raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
@@ -252,13 +264,20 @@ def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
     results["finished"] = stamp
     artifacts.write_json(out / f"{stamp}.json", results)
     artifacts.write_json(out / "latest.json", results)
-    click.echo(table({k: v for k, v in results.items() if k != "fashion_vs_baseline"}))
+    own_tables = ("fashion_vs_baseline", "transfer_fashion")
+    click.echo(table({k: v for k, v in results.items() if k not in own_tables}))
     if "fashion_vs_baseline" in results:
         from tasks import bench_fashion
 
         click.echo("\nFashion-MNIST: our default against the Keras simple convnet, "
                    f"{fashion_budget:.0f} s of training each")
         click.echo(bench_fashion.table(results["fashion_vs_baseline"]))
+    if "transfer_fashion" in results:
+        from tasks import bench_transfer
+
+        click.echo("\nTransfer learning: Fashion-MNIST 0-4 -> 5-9, 10 training images per class "
+                   f"({results['transfer_fashion']['seeds'][0]['n_test']} test images)")
+        click.echo(bench_transfer.table(results["transfer_fashion"]))
     click.echo(f"wrote {out / (stamp + '.json')} and {out / 'latest.json'}")
 
 
