@@ -186,7 +186,7 @@ def figure(images, truth, probs, class_names, path, title: str, limit: int = 8, 
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from pipeline.heads import detect
+    from pipeline.heads import figures
 
     palette = resolve_palette(palette, len(class_names))
     images = np.asarray(images)[:limit]
@@ -197,7 +197,7 @@ def figure(images, truth, probs, class_names, path, title: str, limit: int = 8, 
     for k in range(len(images)):
         predicted = decoding.mask(probs[k])
         true = np.asarray(truth[k])
-        detect._show(axes[k, 0], images[k])
+        figures.show(axes[k, 0], images[k])
         axes[k, 1].imshow(overlay(images[k], true, palette), interpolation="nearest")
         axes[k, 2].imshow(overlay(images[k], predicted, palette), interpolation="nearest")
         axes[k, 0].set_title(f"#{k}", fontsize=8)
@@ -213,7 +213,7 @@ def figure(images, truth, probs, class_names, path, title: str, limit: int = 8, 
     handles = [Patch(color=np.asarray(palette[k]) / 255.0, label=name) for k, name in enumerate(class_names)]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     fig.suptitle(title)
-    return detect._save(fig, path, rect=(0, 0.3 * legend_rows / height, 1, 1 - 0.45 / height))
+    return figures.save(fig, path, rect=(0, 0.3 * legend_rows / height, 1, 1 - 0.45 / height))
 
 
 def decoding_params(image_hw, class_names, palette=None) -> dict:
