@@ -4,6 +4,7 @@ device's ``requirements.txt``."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from pipeline.errors import PipelineError
 
 REQUIREMENTS = "numpy>=1.23,<3\nai-edge-litert>=2.0,<3\nPillow>=9.1,<14\n"  # tested: 2.4 / 2.3 / 13.0
 _BLOCK = ("# <pipeline-imports>", "# </pipeline-imports>")
-INLINED = ("sequence.py", "audio.py", "decoding.py")  # numpy-only: .npy sequences, .wav clips, task outputs
+INLINED = ("sequence.py", "audio.py", "decoding.py", "task_output.py")  # .npy sequences, .wav clips, task outputs
 
 
 def runtime_source() -> str:
@@ -20,7 +21,7 @@ def runtime_source() -> str:
     Pillow."""
     here = Path(__file__).resolve().parent
     imaging, edge = (here / "imaging.py").read_text(), (here / "edge.py").read_text()
-    inputs = "".join(f"\n\n# ---- pipeline/{name} ----\n" + (here / name).read_text()
+    inputs = "".join(f"\n\n# ---- pipeline/{name} ----\n" + _without_pipeline_imports((here / name).read_text())
                      for name in INLINED)
     start, end = edge.index(_BLOCK[0]), edge.index(_BLOCK[1]) + len(_BLOCK[1])
     local_error = ('class PipelineError(Exception):\n    """A problem with the user\'s files."""\n\n'
@@ -38,6 +39,12 @@ def runtime_source() -> str:
             "Install on the device: pip install -r requirements.txt\n\"\"\"\n"
             "from __future__ import annotations\n\n# ---- pipeline/imaging.py ----\n" + strip(imaging)
             + strip(inputs) + "\n\n# ---- pipeline/edge.py ----\n" + strip(edge))
+
+
+def _without_pipeline_imports(source: str) -> str:
+    """An inlined module's one-line ``from pipeline.x import ...``: the names are defined above it already."""
+    return "".join(line for line in source.splitlines(keepends=True)
+                   if not re.match(r"from pipeline\.\w+ import [\w, ]+$", line.strip()))
 
 
 def check_self_contained(source: str) -> None:

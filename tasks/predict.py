@@ -36,7 +36,7 @@ def predict(model, images, top_k, threads, as_json, mask_dir):
     An image that cannot be read (missing, corrupt, a decompression bomb) gets one error line and the others
     are still classified; the exit code is then 1.
     """
-    from pipeline import edge
+    from pipeline import edge, task_output
 
     width = max(len(str(p)) for p in images)
     card = edge.load_card(model)
@@ -47,7 +47,7 @@ def predict(model, images, top_k, threads, as_json, mask_dir):
             click.secho(f"error: {error}", err=True, fg="red")
             rows.append({"image": path, "error": error})
         elif card.get("task"):
-            row, text = edge.task_row(path, result, card, mask_dir)
+            row, text = task_output.task_row(path, result, card, mask_dir)
             rows.append(row)
             if not as_json:
                 click.echo(text)
