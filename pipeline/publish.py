@@ -100,13 +100,20 @@ def _card(cfg, run: str, meta: dict, model, keras_acc: float, n_test: int, files
                   "description": "raw pixels 0..255 (the model rescales itself); quantized files take "
                                  "round(pixel / scale + zero_point) in their input dtype",
                   **_encoding(meta)},
-        "keras": {"accuracy": keras_acc, "n_test": n_test, "params": models.param_count(model)},
+        "keras": {_headline(meta): keras_acc, "n_test": n_test, "params": models.param_count(model)},
         "gate": {"max_accuracy_drop": cfg.export.max_accuracy_drop,
                  "max_class_drop": cfg.export.max_class_drop, "passed": True, "failures": []},
         "representative_samples": rep_n,
         "files": files,
         **_task_card(cfg, meta, keras_acc),
     }
+
+
+def _headline(meta: dict) -> str:
+    """The card's name for the Keras model's test figure: accuracy, or the task's metric (f1, mean_iou)."""
+    from pipeline import heads
+
+    return heads.HEADLINE[data.task(meta)]
 
 
 def _task_card(cfg, meta: dict, keras_score: float) -> dict:
