@@ -69,17 +69,17 @@ def time_training(cfg, meta: dict, batch, steps: int, warmup: int = 5) -> dict:
               help="Also write the figures as JSON to this file.")
 def bench_data(ctx: Context, epochs: int, batch_size: int | None, train_steps: int, json_out: Path | None):
     """Measure images/second of the training input pipeline (read, cache, shuffle, batch, augment)."""
-    from pipeline import artifacts, data, heads, train
+    from pipeline import artifacts, data, heads, input_pipeline, train
 
     cfg, data_dir = ctx.cfg, ctx.stage_dir("data")
     meta = data.read_meta(data_dir)
     batch_size = batch_size or cfg.train.batch_size
     augment_fn = train.augmentation(cfg, meta)
     ops = augment_fn.ops if augment_fn is not None else []
-    cache = data.cache_mode(meta, cfg.train.cache)
+    cache = input_pipeline.cache_mode(meta, cfg.train.cache)
     echo(f"input pipeline: {meta['counts']['train']:,} training images, batch {batch_size}, "
          f"augmentation: {', '.join(ops) or 'off'}, cache: {cache}, {epochs} timed epoch(s) after 1 warm-up")
-    ds = data.train_dataset(data_dir, meta, batch_size, cfg.train.seed, augment_fn, cache=cfg.train.cache,
+    ds = input_pipeline.train_dataset(data_dir, meta, batch_size, cfg.train.seed, augment_fn, cache=cfg.train.cache,
                             encode_fn=heads.encode_fn(cfg, meta))
     result = {"run": ctx.run, "batch_size": batch_size, "augmentation": ops, "cache": cache,
               "cpu_count": os.cpu_count(),

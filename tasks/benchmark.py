@@ -140,7 +140,7 @@ def large_folder(work: Path, sizes=(10_000, 60_000), epoch_model: str = "[16, 32
     train one epoch on the largest: wall time, images/s, CPU time and peak memory of each process.
 
     ``png_dir`` keeps the generated folder between runs (made once, reused when complete)."""
-    from pipeline import artifacts, data
+    from pipeline import artifacts, data, input_pipeline
 
     cfg = REPO / "configs" / "folder.yaml"
     big = max(sizes)
@@ -172,8 +172,8 @@ def large_folder(work: Path, sizes=(10_000, 60_000), epoch_model: str = "[16, 32
                               "shard_bytes": sum(p.stat().st_size for p in data_dir.glob("*.tfrecord"))}
     run = f"folder{big}"
     meta = data.read_meta(work / "runs" / run / "data")
-    epoch = {"model_filters": epoch_model, "cache_auto_picks": data.cache_mode(meta, "auto"),
-             "train_val_bytes": data.split_bytes(meta), "free_memory_bytes": data.free_memory()}
+    epoch = {"model_filters": epoch_model, "cache_auto_picks": input_pipeline.cache_mode(meta, "auto"),
+             "train_val_bytes": input_pipeline.split_bytes(meta), "free_memory_bytes": input_pipeline.free_memory()}
     sets = [*_data_sets(folder), "--set", f"model.filters={epoch_model}", "--set", "train.epochs=1",
             "--set", "train.warmup_epochs=0", "--set", "train.verbose=2"]
     _cnnpipe(["build", "--config", cfg, "--run", run, *sets], work)

@@ -54,11 +54,11 @@ def render_grid(images: np.ndarray, labels: np.ndarray, class_names: list, path:
 def augmented_samples(data_dir: Path, cfg, count: int):
     """The first ``count`` images and labels (objects, masks) of the training pipeline, augmented as
     configured."""
-    from pipeline import data, train
+    from pipeline import data, input_pipeline, train
 
     meta = data.read_meta(data_dir)
     augment_fn = train.augmentation(cfg, meta)
-    ds = data.train_dataset(data_dir, meta, count, cfg.train.seed, augment_fn, cache="none")  # one batch
+    ds = input_pipeline.train_dataset(data_dir, meta, count, cfg.train.seed, augment_fn, cache="none")  # one batch
     images, labels = next(iter(ds.take(1)))
     ops = augment_fn.ops if augment_fn is not None else []
     return images.numpy(), labels.numpy(), meta, ops

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import artifacts, config, data, ingest
+from pipeline import artifacts, config, data, ingest, input_pipeline
 from pipeline.errors import PipelineError
 
 CLASSES = ("ant", "bee", "cow")
@@ -174,27 +174,27 @@ def ingested(tmp_path_factory):
 
 def test_auto_cache_follows_free_memory(ingested, monkeypatch):
     meta = data.read_meta(ingested)
-    need = data.split_bytes(meta)
+    need = input_pipeline.split_bytes(meta)
     assert need == 240 * (meta["counts"]["train"] + meta["counts"]["val"])
-    monkeypatch.setattr(data, "free_memory", lambda: 4 * need)
-    assert data.cache_mode(meta) == "memory"
-    monkeypatch.setattr(data, "free_memory", lambda: 4 * need - 1)
-    assert data.cache_mode(meta) == "none"
-    assert data.cache_mode(meta, "disk") == "disk"
+    monkeypatch.setattr(input_pipeline, "free_memory", lambda: 4 * need)
+    assert input_pipeline.cache_mode(meta) == "memory"
+    monkeypatch.setattr(input_pipeline, "free_memory", lambda: 4 * need - 1)
+    assert input_pipeline.cache_mode(meta) == "none"
+    assert input_pipeline.cache_mode(meta, "disk") == "disk"
 
 
 def test_shuffle_buffer_is_sized_in_bytes(ingested):
     meta = data.read_meta(ingested)
-    assert data.shuffle_size(meta, shuffle_bytes=240 * 10) == 10
-    assert data.shuffle_size(meta, shuffle_bytes=1) == 1
-    assert data.shuffle_size(meta) == meta["counts"]["train"]  # 128 MiB holds the whole tiny split
-    assert data.shuffle_size(meta, shuffle_buffer=7) == 7
+    assert input_pipeline.shuffle_size(meta, shuffle_bytes=240 * 10) == 10
+    assert input_pipeline.shuffle_size(meta, shuffle_bytes=1) == 1
+    assert input_pipeline.shuffle_size(meta) == meta["counts"]["train"]  # 128 MiB holds the whole tiny split
+    assert input_pipeline.shuffle_size(meta, shuffle_buffer=7) == 7
 
 
 @pytest.mark.parametrize("mode", ["none", "memory", "disk"])
 def test_every_cache_mode_yields_the_same_epoch(ingested, mode, tmp_path):
     meta = data.read_meta(ingested)
-    ds = data.train_dataset(ingested, meta, 16, seed=3, cache=mode, cache_dir=tmp_path / "cache")
+    ds = input_pipeline.train_dataset(ingested, meta, 16, seed=3, cache=mode, cache_dir=tmp_path / "cache")
     epochs = []
     for _ in range(2):
         xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
@@ -207,5 +207,5 @@ def test_every_cache_mode_yields_the_same_epoch(ingested, mode, tmp_path):
     assert not np.array_equal(epochs[0][0], epochs[1][0])  # reshuffled each epoch
     if mode == "disk":
         assert list((tmp_path / "cache").glob("train*"))
-    val = data.eval_dataset(ingested, meta, "val", 8, cache=mode, cache_dir=tmp_path / "cache")
+    val = input_pipeline.eval_dataset(ingested, meta, "val", 8, cache=mode, cache_dir=tmp_path / "cache")
     assert sum(int(b[1].shape[0]) for b in val) == meta["counts"]["val"]

@@ -130,7 +130,7 @@ def check_memory(totals: dict, where: str, available: int | None = None) -> None
     """Refuse a model whose float32 training state (weights, gradients, two Adam moments) or whose activations
     for one image do not fit in this machine's memory, before Keras tries to allocate it."""
     if available is None:
-        from pipeline.data import free_memory
+        from pipeline.input_pipeline import free_memory
 
         available = free_memory() or 1 << 62  # 0: the machine does not say; Keras will
     train_bytes = 16 * totals["params"]
