@@ -1,6 +1,6 @@
-"""The TensorFlow-free runtime a published bundle carries: ``predict.py`` (``pipeline/imaging.py`` and
-``pipeline/edge.py`` inlined into one script that needs only numpy, ai-edge-litert and Pillow) and the
-device's ``requirements.txt``."""
+"""The TensorFlow-free runtime a published bundle carries: ``predict.py`` (``pipeline/imaging.py``,
+``pipeline/edge.py`` and its command line ``pipeline/bundle_cli.py`` inlined into one script that needs only
+numpy, ai-edge-litert and Pillow) and the device's ``requirements.txt``."""
 from __future__ import annotations
 
 import os
@@ -21,6 +21,7 @@ def runtime_source() -> str:
     Pillow."""
     here = Path(__file__).resolve().parent
     imaging, edge = (here / "imaging.py").read_text(), (here / "edge.py").read_text()
+    cli = _without_pipeline_imports((here / "bundle_cli.py").read_text())
     inputs = "".join(f"\n\n# ---- pipeline/{name} ----\n" + _without_pipeline_imports((here / name).read_text())
                      for name in INLINED)
     start, end = edge.index(_BLOCK[0]), edge.index(_BLOCK[1]) + len(_BLOCK[1])
@@ -38,7 +39,8 @@ def runtime_source() -> str:
             "the exit code is then 1.\n"
             "Install on the device: pip install -r requirements.txt\n\"\"\"\n"
             "from __future__ import annotations\n\n# ---- pipeline/imaging.py ----\n" + strip(imaging)
-            + strip(inputs) + "\n\n# ---- pipeline/edge.py ----\n" + strip(edge))
+            + strip(inputs) + "\n\n# ---- pipeline/edge.py ----\n" + strip(edge)
+            + "\n\n# ---- pipeline/bundle_cli.py ----\n" + strip(cli))
 
 
 def _without_pipeline_imports(source: str) -> str:

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from conftest import tensorflow_free_env
 from pipeline import bundle as bundle_mod
+from pipeline import bundle_cli
 from pipeline import edge
 from pipeline.errors import PipelineError
 
@@ -174,10 +175,10 @@ def test_card_and_labels_are_checked(tiny_models, bundle, tmp_path):
 
 
 def test_default_model_and_runtime_files(bundle, tmp_path):
-    assert edge.default_model(bundle["dir"]).name == "model_int8.tflite"
+    assert bundle_cli.default_model(bundle["dir"]).name == "model_int8.tflite"
     assert "ai-edge-litert" in (bundle["dir"] / "requirements.txt").read_text()
     with pytest.raises(PipelineError, match="no .tflite model"):
-        edge.default_model(tmp_path)
+        bundle_cli.default_model(tmp_path)
     bundle_mod.check_self_contained(bundle_mod.runtime_source())
     for bad in ("import tensorflow as tf", "from pipeline.errors import PipelineError", "import sklearn"):
         with pytest.raises(PipelineError, match="would import"):
