@@ -256,7 +256,7 @@ def predict_each(model_path, image_paths, top_k: int = 3, card: dict | None = No
     card = load_card(model_path) if card is None else card
     channels, size, policy = _check_card(model, model_path, card)
     decode = task_decoder(card, card.get("class_names", []))
-    names = class_names(model_path, card, model.num_classes) if decode is None else card["class_names"]
+    names = class_names(model_path, card, model.num_classes) if decode is None else None  # decode has them
     encoding = card.get("input", {}).get("encoding")
     kind = (encoding or {}).get("kind")
     for path in image_paths:
