@@ -169,3 +169,14 @@ def test_cli_validates_keys_the_stage_does_not_read(workdir, args, needle):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {needle}") and "Traceback" not in result.output
     assert not (workdir / "runs").exists() and not (workdir / "exported").exists()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (DEFAULT_CONFIG.parent).glob("*.yaml")))
+def test_every_shipped_config_loads_and_names_a_known_source(name):
+    """Every file in configs/ passes validation, so a typo in one fails here, not in a user's first run."""
+    from pipeline import sources
+
+    cfg = config.load(DEFAULT_CONFIG.parent / name, [])
+    kind, _ = sources.parse(cfg.data.source)
+    assert kind in sources.LOADERS
+    assert cfg.train.epochs >= 1 and cfg.export.formats

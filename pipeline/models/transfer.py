@@ -41,7 +41,7 @@ def base_path(model_cfg, runs_root: Path | str = "runs") -> Path:
 
 def from_base(model_cfg, input_shape, num_classes: int, runs_root: Path | str = "runs"):
     """The base model up to its dense head (:func:`head_input`), in inference mode, frozen, under a new
-    class layer."""
+    class layer with ``model.dropout`` in front of it (as the base's own class layer had)."""
     import keras
 
     from pipeline import models
@@ -56,7 +56,7 @@ def from_base(model_cfg, input_shape, num_classes: int, runs_root: Path | str = 
         raise ConfigError(f"model.base_model: {path} has no Dense layer to replace")
     features = keras.Model(base.input, head_input(base), name=BASE)
     return _with_head(inference_only(features), model_cfg, input_shape, num_classes, rescale=None,
-                      dropout=0.0)
+                      dropout=model_cfg.dropout)
 
 
 HEAD = ("Dense", "Dropout", "Activation", "Softmax", "ReLU")

@@ -2,7 +2,7 @@
 NHWC images (``digits``, ``tfds:``, ``idx:``) or the paths of image files that ingest decodes as it streams
 them to the shards (``folder:``, ``csv:``).
 
-A source is named by ``data.source``: ``digits``, ``tfds:<name>``, ``idx:<dir>``, ``folder:<dir>``,
+A source is named by ``data.source``: ``digits``, ``mnist5k``, ``tfds:<name>``, ``idx:<dir>``, ``folder:<dir>``,
 ``csv:<file>``, ``mnist1d``, ``npz:<file>``, ``ucr:<name>``, ``audio:<dir>``; for detection ``yolo:<dir>``, for
 segmentation ``masks:<dir>``, and the generated ``scenes:detect`` / ``scenes:segment``, whose ``targets`` hold
 objects or masks (docs/tasks.md). Array sources return images already conformed to ``data.channels`` and ``data.image_size``.
@@ -44,16 +44,19 @@ class SourceData:
     #   image's final size. The split's labels are then the dominant class (for stratified splits only).
 
 
+NO_ARGUMENT = ("digits", "mnist5k", "mnist1d")  # sources named without ``:<arg>``
+
+
 def parse(source: str) -> tuple[str, str]:
-    """Split ``kind:arg``; ``digits`` has no argument."""
+    """Split ``kind:arg``; the :data:`NO_ARGUMENT` sources have none."""
     kind, _, arg = source.partition(":")
     kind = kind.strip().lower()
     if kind not in LOADERS:
         raise ConfigError(f"data.source: unknown source {source!r} "
-                          f"(use digits, tfds:<name>, idx:<dir>, folder:<dir>, csv:<file>, mnist1d, "
+                          f"(use digits, mnist5k, tfds:<name>, idx:<dir>, folder:<dir>, csv:<file>, mnist1d, "
                           f"npz:<file>, ucr:<name>, audio:<dir>, yolo:<dir>, masks:<dir> or "
                           f"scenes:detect|segment)")
-    if kind not in ("digits", "mnist1d") and not arg.strip():
+    if kind not in NO_ARGUMENT and not arg.strip():
         example = {"tfds": "mnist", "csv": "<file>", "npz": "<file>", "ucr": "GunPoint",
                    "scenes": "detect or scenes:segment"}.get(kind, "<dir>")
         raise ConfigError(f"data.source: {kind}: needs an argument, e.g. {kind}:{example}")
@@ -110,6 +113,7 @@ LOADERS = {
     "folder": _lazy("folder", "load_folder"),
     "csv": _lazy("csv", "load_csv"),
     "mnist1d": _lazy("mnist1d", "load_mnist1d"),
+    "mnist5k": _lazy("mnist5k", "load_mnist5k"),
     "npz": _lazy("npz", "load_npz"),
     "ucr": _lazy("ucr", "load_ucr"),
     "audio": _lazy("audio", "load_audio"),
@@ -183,7 +187,7 @@ def identity(data_cfg) -> dict:
             from pipeline.sources.csv import identity as csv_identity
 
             out[key] = csv_identity(arg)
-        elif kind in ("mnist1d", "npz", "ucr", "audio"):
+        elif kind in ("mnist1d", "mnist5k", "npz", "ucr", "audio"):
             from importlib import import_module
 
             out[key] = import_module(f"pipeline.sources.{kind}").identity(arg, data_cfg)
