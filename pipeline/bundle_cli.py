@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.edge import bench, load_card, predict_each
+from pipeline.edge import KERNELS, bench, load_card, predict_each
 from pipeline.errors import PipelineError
 from pipeline.task_output import task_row
 
@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     else:
         parser.add_argument("--runs", type=int, default=100, help="timed inferences")
         parser.add_argument("--warmup", type=int, default=10, help="untimed inferences first")
+        parser.add_argument("--kernels", choices=list(KERNELS), default="default",
+                            help="LiteRT's default delegate (XNNPACK), its builtin kernels, or reference kernels")
         parser.add_argument("positional_model", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -94,13 +96,13 @@ def _predict_cli(args) -> int:
 
 def _bench_cli(args) -> int:
     model = args.model or args.positional_model or default_model(Path(__file__).resolve().parent)
-    result = bench(model, args.runs, args.warmup, args.threads)
+    result = bench(model, args.runs, args.warmup, args.threads, args.kernels)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         print(f"{result['model']}: init {result['init_ms']:.1f} ms, first {result['first_ms']:.2f} ms, "
               f"mean {result['mean_ms']:.3f} / p50 {result['p50_ms']:.3f} / p99 {result['p99_ms']:.3f} ms "
-              f"per image over {result['runs']} runs")
+              f"per image over {result['runs']} runs ({result['kernels']} kernels)")
     return 0
 
 

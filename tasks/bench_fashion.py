@@ -3,7 +3,8 @@ baseline, both trained through the pipeline for the same wall-clock budget, in t
 
 For each config: parameters, MACs per image, training images per second, wall time to reach 90% and 92%
 validation accuracy, float and int8 test accuracy, int8 file bytes, LiteRT float32 and int8 latency at batch 1
-on one thread (mean and p99), and the TFLM arena.
+on one thread (mean and p99) with LiteRT's default delegate (XNNPACK) and with its builtin kernels, and the TFLM
+arena.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def training_rate(rows: list[dict], train_images: int) -> float | None:
     return round(train_images * len(rows) / seconds, 1) if seconds else None
 
 
-def figures(work: Path, run: str, latency: dict) -> dict:
+def figures(work: Path, run: str, latency: dict, latency_builtin: dict | None = None) -> dict:
     """Every figure of one trained and exported run, from the files the stages wrote."""
     from pipeline import artifacts
 
@@ -55,6 +56,7 @@ def figures(work: Path, run: str, latency: dict) -> dict:
         "int8_bytes": card["files"]["int8"]["bytes"],
         "tflm_arena_bytes": card.get("micro", {}).get("arena_bytes"),
         "latency_ms": latency,
+        "latency_builtin_ms": latency_builtin,
     }
     for t in THRESHOLDS:
         out[f"seconds_to_{round(100 * t)}pct_val"] = time_to(rows, t)
@@ -82,30 +84,35 @@ def targets(results: dict) -> dict:
 def compare(work: Path, repo: Path, budget_s: float, cnnpipe, bench) -> dict:
     """Train, evaluate and export both configs for ``budget_s`` seconds of training each; collect figures.
 
-    ``cnnpipe(args, cwd)`` runs one command; ``bench(model_path, cwd)`` returns LiteRT latency figures."""
+    ``cnnpipe(args, cwd)`` runs one command; ``bench(model_path, cwd, kernels)`` returns LiteRT latency figures
+    (``cnnpipe bench --kernels``)."""
     results = {"budget_seconds": budget_s}
     for run, name in CONFIGS.items():
         cfg = repo / "configs" / name
         cnnpipe(["run", "--config", cfg, "--run", run, "--set", f"train.time_budget_s={budget_s}",
                  "--set", "train.verbose=2"], work)
-        latency = {fmt: bench(work / "exported" / run / f"model_{fmt}.tflite", work) for fmt in ("float32", "int8")}
-        results[run] = figures(work, run, latency)
+        latency = {kernels: {fmt: bench(work / "exported" / run / f"model_{fmt}.tflite", work, kernels)
+                             for fmt in ("float32", "int8")} for kernels in ("default", "builtin")}
+        results[run] = figures(work, run, latency["default"], latency["builtin"])
     results["targets"] = targets(results)
     return results
 
 
 def table(results: dict) -> str:
     """The two configs side by side, then the targets."""
-    keys = [k for k in results["default"] if k != "latency_ms"]
+    keys = [k for k in results["default"] if not k.startswith("latency")]
     lines = [f"{'figure':<32} {'default':>14} {'baseline':>14}"]
     for key in keys:
         a, b = (_cell(results[r][key], "accuracy" in key) for r in ("default", "baseline"))
         lines.append(f"{key:<32} {a:>14} {b:>14}")
-    for fmt in ("float32", "int8"):
-        for stat in ("mean_ms", "p99_ms"):
-            lines.append(f"{'latency ' + fmt + ' ' + stat:<32} "
-                         f"{_cell(results['default']['latency_ms'][fmt][stat]):>14} "
-                         f"{_cell(results['baseline']['latency_ms'][fmt][stat]):>14}")
+    for key, name in (("latency_ms", "latency"), ("latency_builtin_ms", "builtin kernels")):
+        if not results["default"].get(key):
+            continue
+        for fmt in ("float32", "int8"):
+            for stat in ("mean_ms", "p99_ms"):
+                lines.append(f"{name + ' ' + fmt + ' ' + stat:<32} "
+                             f"{_cell(results['default'][key][fmt][stat]):>14} "
+                             f"{_cell(results['baseline'][key][fmt][stat]):>14}")
     lines.append("")
     for name, t in results["targets"].items():
         lines.append(f"target {name:<40} {'met' if t['met'] else 'NOT met'} ({json.dumps(t['value'])})")

@@ -65,10 +65,12 @@ def fashion_input(work: Path) -> dict:
     return out
 
 
-def bench_file(model: Path, work: Path) -> dict:
-    """LiteRT latency of one .tflite file at batch 1 on one thread (``cnnpipe bench``, 300 runs)."""
-    result = work / f"bench_{model.parent.name}_{model.stem}.json"
-    _cnnpipe(["bench", model, "--runs", "300", "--threads", "1", "--json-out", result], work)
+def bench_file(model: Path, work: Path, kernels: str = "default") -> dict:
+    """LiteRT latency of one .tflite file at batch 1 on one thread (``cnnpipe bench``, 300 runs) with LiteRT's
+    ``kernels`` (default: its XNNPACK delegate; builtin: its own kernels without it)."""
+    result = work / f"bench_{model.parent.name}_{model.stem}_{kernels}.json"
+    _cnnpipe(["bench", model, "--runs", "300", "--threads", "1", "--kernels", kernels, "--json-out", result],
+             work)
     figures = json.loads(result.read_text())
     return {k: figures[k] for k in ("init_ms", "first_ms", "mean_ms", "p50_ms", "p99_ms")}
 

@@ -68,15 +68,19 @@ def predict(model, images, top_k, threads, as_json, mask_dir):
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
               help="Untimed inferences before timing.")
 @THREADS
+@click.option("--kernels", type=click.Choice(["default", "builtin", "reference"]), default="default",
+              show_default=True, help="LiteRT's default delegate (XNNPACK on CPUs), its builtin kernels without "
+              "it, or its reference kernels.")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the figures to this JSON file.")
-def bench(model, runs, warmup, threads, json_out):
+def bench(model, runs, warmup, threads, kernels, json_out):
     """Time MODEL (.tflite) at batch 1: init, first inference, mean / p50 / p99 per image."""
     from pipeline import edge
 
-    r = edge.bench(model, runs, warmup, threads)
+    r = edge.bench(model, runs, warmup, threads, kernels)
     io = r["input"]
-    click.echo(f"{model}  ({io['dtype']} input {io['shape']}, threads {threads or 'default'})")
+    click.echo(f"{model}  ({io['dtype']} input {io['shape']}, threads {threads or 'default'}, "
+               f"{kernels} kernels)")
     click.echo(f"  init            {r['init_ms']:10.3f} ms\n  first inference {r['first_ms']:10.3f} ms")
     for key in ("mean", "p50", "p99", "min", "max"):
         click.echo(f"  {key:<15} {r[key + '_ms']:10.3f} ms")

@@ -29,3 +29,21 @@ def test_targets_are_judged_on_measured_values():
     assert not any(v["met"] for k, v in t.items() if k != "int8_file_at_most_128kb")
     results["baseline"]["seconds_to_92pct_val"] = None  # the baseline never got there: any time of ours is half
     assert bench_fashion.targets(results)["time_to_92_at_most_half_baseline"]["met"]
+
+
+def test_table_shows_both_kernel_sets():
+    def lat(int8_ms, float_ms):
+        return {"int8": {"mean_ms": int8_ms, "p99_ms": 2 * int8_ms},
+                "float32": {"mean_ms": float_ms, "p99_ms": 2 * float_ms}}
+
+    results = {"default": _figures(0.93, 80_000, 0.1, 300.0, 0.36, 0.31),
+               "baseline": _figures(0.91, 34_826, 0.0, 700.0, 0.12, 0.07)}
+    for run, (xnn, builtin) in {"default": ((0.36, 0.31), (0.85, 1.03)),
+                                "baseline": ((0.12, 0.07), (0.2, 0.25))}.items():
+        results[run]["latency_ms"], results[run]["latency_builtin_ms"] = lat(*xnn), lat(*builtin)
+    results["targets"] = bench_fashion.targets(results)
+    lines = bench_fashion.table(results).splitlines()
+    assert [line.split()[-2:] for line in lines if line.startswith("builtin kernels int8 mean_ms")] == \
+        [["0.85", "0.2"]]
+    assert [line.split()[-2:] for line in lines if line.startswith("latency float32 p99_ms")] == [["0.62", "0.14"]]
+    assert "target int8_faster_than_float" in lines[-1] and "NOT met ([0.36, 0.31])" in lines[-1]

@@ -75,6 +75,8 @@ def test_bundle_predict_and_bench_without_tensorflow(bundle, tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["model"].endswith("model_int8.tflite") and result["runs"] == 5 and result["p99_ms"] > 0
+    out = _run(["predict.py", "bench", "--runs", "5", "--kernels", "builtin"], env, bundle["dir"])
+    assert out.returncode == 0 and out.stdout.rstrip().endswith("(builtin kernels)"), out.stderr
 
 
 def test_cnnpipe_predict_and_bench_without_tensorflow(bundle, tmp_path):
@@ -187,8 +189,28 @@ def test_default_model_and_runtime_files(bundle, tmp_path):
 
 def test_bench_reports_latency(bundle):
     result = edge.bench(bundle["dir"] / "model_float32.tflite", runs=10, warmup=2, num_threads=1)
-    assert result["runs"] == 10 and result["threads"] == 1
+    assert result["runs"] == 10 and result["threads"] == 1 and result["kernels"] == "default"
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"] and result["init_ms"] > 0
+
+
+def test_bench_with_each_kernel_set(bundle):
+    """The same int8 file on LiteRT's builtin kernels and on its reference kernels: same outputs, and the
+    reference kernels (plain loops, no SIMD) slower."""
+    model = bundle["dir"] / "model_int8.tflite"
+    times = {k: edge.bench(model, runs=30, warmup=3, num_threads=1, kernels=k) for k in ("builtin", "reference")}
+    assert [times[k]["kernels"] for k in times] == ["builtin", "reference"]
+    assert times["reference"]["p50_ms"] > times["builtin"]["p50_ms"]
+    image = edge.EdgeModel(model).quantize(np.full((1, 8, 8, 1), 128, np.uint8))
+    outputs = [edge.EdgeModel(model, kernels=k).predict_raw(image) for k in edge.KERNELS]
+    assert all(np.abs(o.astype(int) - outputs[0].astype(int)).max() <= 1 for o in outputs)
+    with pytest.raises(PipelineError, match="kernels: 'gpu' is not one of default, builtin, reference"):
+        edge.EdgeModel(model, kernels="gpu")
+    from tasks.cli import cli
+
+    result = CliRunner().invoke(cli, ["bench", str(model), "--runs", "3", "--kernels", "builtin"])
+    assert result.exit_code == 0 and "builtin kernels" in result.output.splitlines()[0]
+    result = CliRunner().invoke(cli, ["bench", str(model), "--kernels", "gpu"])
+    assert result.exit_code == 2 and "'gpu' is not one of 'default', 'builtin', 'reference'" in result.output
 
 
 @pytest.mark.parametrize("command", ["predict", "bench"])
