@@ -157,6 +157,19 @@ def path_key(rel: str | Path) -> tuple:
     return Path(rel).parts
 
 
+def list_files(folder: Path, extensions) -> tuple[list, list]:
+    """(files under ``folder`` whose suffix is in ``extensions``, sorted by :func:`path_key`; the other files).
+    Hidden files and folders (a leading dot) are skipped."""
+    matching, other = [], []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith("."):
+                path = Path(dirpath) / name
+                (matching if path.suffix.lower() in extensions else other).append(path)
+    return sorted(matching, key=lambda p: path_key(p.relative_to(folder))), other
+
+
 def source_path(arg: str) -> Path:
     return Path(arg).expanduser()
 

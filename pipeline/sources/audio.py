@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.sources import SourceData, check_class_name, path_key, sort_names, source_path
+from pipeline.sources import SourceData, check_class_name, list_files, sort_names, source_path
 
 EXTENSIONS = {".wav", ".wave"}
 
@@ -35,18 +35,6 @@ def settings(given: dict | None, where: str = "data.audio") -> dict:
         raise ConfigError(str(exc)) from None
 
 
-def _clips(class_dir: Path) -> tuple[list, list]:
-    """(.wav files sorted by path, other files)."""
-    clips, other = [], []
-    for dirpath, dirnames, filenames in os.walk(class_dir):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not name.startswith("."):
-                path = Path(dirpath) / name
-                (clips if path.suffix.lower() in EXTENSIONS else other).append(path)
-    return sorted(clips, key=lambda p: path_key(p.relative_to(class_dir))), other
-
-
 def _listing(root: Path) -> tuple[dict, list]:
     """{split: {class: [clips]}}, ignored files."""
     from pipeline.sources.folder import _layout, _visible_dirs
@@ -56,7 +44,7 @@ def _listing(root: Path) -> tuple[dict, list]:
         per_class = {}
         for class_dir in _visible_dirs(split_dir):
             check_class_name(class_dir.name, f"data.source audio:{root}", "class folder")
-            per_class[class_dir.name], other = _clips(class_dir)
+            per_class[class_dir.name], other = list_files(class_dir, EXTENSIONS)
             ignored += other
         listed[split] = per_class
     return listed, ignored

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.sources import SourceData, check_class_name, path_key, sort_names, source_path
+from pipeline.sources import SourceData, check_class_name, list_files, sort_names, source_path
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_DIRS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -99,19 +99,6 @@ def split_layout(subdirs: list, where: str, hint: str, check=None) -> dict:
     return layout
 
 
-def _list_files(class_dir: Path) -> tuple[list, list]:
-    """(image files sorted by path, other files ignored)."""
-    images, ignored = [], []
-    for dirpath, dirnames, filenames in os.walk(class_dir):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if name.startswith("."):
-                continue
-            path = Path(dirpath) / name
-            (images if path.suffix.lower() in EXTENSIONS else ignored).append(path)
-    return sorted(images, key=lambda p: path_key(p.relative_to(class_dir))), ignored
-
-
 def decode(path, data_cfg):
     """(image or None, reason): decode and resize one file; unreadable files give a reason, not an error."""
     from pipeline.imaging import decode_file, resize_one
@@ -131,7 +118,7 @@ def _list_split(root: Path, split_dir: Path) -> tuple[dict, list]:
     per_class, ignored = {}, []
     for class_dir in _visible_dirs(split_dir):
         check_class_name(class_dir.name, f"data.source folder:{root}", "class folder")
-        files, other = _list_files(class_dir)
+        files, other = list_files(class_dir, EXTENSIONS)
         ignored += other
         per_class[class_dir.name] = files
     return per_class, ignored

@@ -37,9 +37,9 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import PipelineError
-from pipeline.sources import SourceData, source_path
-from pipeline.sources.folder import ignored_summary
-from pipeline.sources.yolo import list_images, pair_layout, read_classes, refuse_pad
+from pipeline.sources import SourceData, list_files, source_path
+from pipeline.sources.folder import EXTENSIONS, ignored_summary
+from pipeline.sources.yolo import pair_layout, read_classes, refuse_pad
 
 INDEX_MODES = {"L", "P", "1", "I;16", "I;16B", "I;16L", "I"}
 ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
@@ -88,7 +88,7 @@ def _masks_of(mask_dir: Path, root: Path, where: str) -> tuple[dict, list]:
     if not mask_dir.is_dir():
         raise PipelineError(f"{where}: no {mask_dir.relative_to(root)}/ folder beside "
                             f"{mask_dir.with_name('images').relative_to(root)}/ (one .png mask per image)")
-    found, other = list_images(mask_dir)
+    found, other = list_files(mask_dir, EXTENSIONS)
     masks = {}
     for path in found:
         if path.suffix.lower() != ".png":
@@ -114,7 +114,7 @@ def load_masks(arg: str, data_cfg) -> SourceData:
                                 "(line 1) and at least one more class")
     listed, ignored, skipped = {}, [], []
     for split, (image_dir, mask_dir) in layout.items():
-        images, other = list_images(image_dir)
+        images, other = list_files(image_dir, EXTENSIONS)
         ignored += other
         masks, other = _masks_of(mask_dir, root, where)
         ignored += other

@@ -30,14 +30,13 @@ as fractions of the image width and height. Policies:
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.sources import SourceData, check_class_name, path_key, source_path
+from pipeline.sources import SourceData, check_class_name, list_files, source_path
 from pipeline.sources.folder import EXTENSIONS, SPLIT_DIRS, _visible_dirs, ignored_summary, split_layout
 
 TOLERANCE = 1e-3        # a box may reach this far outside 0..1 (rounding in label files)
@@ -83,18 +82,6 @@ def pair_layout(root: Path, where: str, second: str, beside: bool) -> dict:
             splits = _split_folders(root, f"{where}: images/", inner)
             return {split: (d, root / second / d.name) for split, d in splits.items()}
     return {"all": one(root, "")}
-
-
-def list_images(folder: Path) -> tuple[list, list]:
-    """(image files sorted by path, other files), hidden files and folders skipped."""
-    images, other = [], []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not name.startswith("."):
-                path = Path(dirpath) / name
-                (images if path.suffix.lower() in EXTENSIONS else other).append(path)
-    return sorted(images, key=lambda p: path_key(p.relative_to(folder))), other
 
 
 def read_classes(path: Path, where: str, colours: bool = False) -> tuple[list, list | None]:
@@ -204,11 +191,11 @@ def load_yolo(arg: str, data_cfg) -> SourceData:
     splits, targets, ignored = {}, {}, []
     no_file = empty = orphans = 0
     for split, (image_dir, label_dir) in layout.items():
-        images, other = list_images(image_dir)
+        images, other = list_files(image_dir, EXTENSIONS)
         label_files = {p for p in other if p.suffix.lower() == ".txt" and p != classes_file}
         ignored += [p for p in other if p.suffix.lower() != ".txt"]
         if label_dir is not None and label_dir.is_dir():
-            found, extra = list_images(label_dir)
+            found, extra = list_files(label_dir, EXTENSIONS)
             label_files = {p for p in extra if p.suffix.lower() == ".txt"}
             ignored += found + [p for p in extra if p.suffix.lower() != ".txt"]
         claimed = {}
