@@ -50,7 +50,8 @@ def main(argv=None) -> int:
         parser.add_argument("--runs", type=int, default=100, help="timed inferences")
         parser.add_argument("--warmup", type=int, default=10, help="untimed inferences first")
         parser.add_argument("--kernels", choices=list(KERNELS), default="default",
-                            help="LiteRT's default delegate (XNNPACK), its builtin kernels, or reference kernels")
+                            help="LiteRT's default delegate (XNNPACK), its builtin kernels, or its "
+                                 "reference kernels")
         parser.add_argument("positional_model", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:

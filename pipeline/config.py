@@ -34,9 +34,9 @@ def opt(default, help: str, *, choices=None, min=None, max=None):
 
 @dataclass
 class DataConfig:
-    source: str = opt("digits", "digits | mnist5k | tfds:<name> | idx:<dir> | folder:<dir> | csv:<file> | mnist1d | "
-                      "npz:<file> | ucr:<name> | audio:<dir> | yolo:<dir> (detect) | masks:<dir> (segment) | "
-                      "scenes:detect|segment[,n=..,size=..,seed=..] (generated)")
+    source: str = opt("digits", "digits | mnist5k | tfds:<name> | idx:<dir> | folder:<dir> | csv:<file> | "
+                      "mnist1d | npz:<file> | ucr:<name> | audio:<dir> | yolo:<dir> (detect) | "
+                      "masks:<dir> (segment) | scenes:detect|segment[,n=..,size=..,seed=..] (generated)")
     image_size: list = opt([], "[height, width] the images are resized to (a single number n means [n, n]); "
                            "[] keeps the source size")
     channels: int = opt(1, "1 (grayscale) or 3 (RGB); images are converted to this", choices=[1, 3])

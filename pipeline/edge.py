@@ -97,8 +97,9 @@ def _io(detail: dict) -> dict:
             "scale": float(scale), "zero_point": int(zero_point)}
 
 
-# LiteRT's kernels: its default delegate (XNNPACK on x86 and ARM CPUs), its own optimized builtin kernels without
-# that delegate (what a LiteRT build without XNNPACK runs), and its reference kernels (slow, bit-exact)
+# LiteRT's kernels: its default delegate (XNNPACK on x86 and ARM CPUs), its own optimized builtin kernels
+# without that delegate (what a LiteRT build without XNNPACK runs), and its reference kernels (slow, but
+# bit-exact)
 KERNELS = {"default": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
            "reference": OpResolverType.BUILTIN_REF}
 
@@ -106,9 +107,11 @@ KERNELS = {"default": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WIT
 class EdgeModel:
     """A single-input, single-output image classifier in a ``.tflite`` file, run with LiteRT at batch 1."""
 
-    def __init__(self, model, num_threads: int | None = None, reference: bool = False, kernels: str = "default"):
-        """``kernels`` picks LiteRT's kernels (:data:`KERNELS`). ``reference=True`` is ``kernels="reference"``:
-        the arithmetic microcontroller kernels reproduce bit for bit; golden vectors are computed that way."""
+    def __init__(self, model, num_threads: int | None = None, reference: bool = False,
+                 kernels: str = "default"):
+        """``kernels`` picks LiteRT's kernels (:data:`KERNELS`). ``reference=True`` is the same as
+        ``kernels="reference"``: the arithmetic microcontroller kernels reproduce bit for bit; golden vectors
+        are computed that way."""
         self.name, content = _read_model(model)
         kernels = "reference" if reference else kernels
         if kernels not in KERNELS:
@@ -296,8 +299,8 @@ def predict_files(model_path, image_paths, top_k: int = 3, card: dict | None = N
 
 def bench(model_path, runs: int = 100, warmup: int = 10, num_threads: int | None = None,
           kernels: str = "default") -> dict:
-    """Latency at batch 1 with LiteRT's ``kernels``: init, first inference, then mean / p50 / p99 over ``runs``
-    after ``warmup``."""
+    """Latency at batch 1 with LiteRT's ``kernels``: init, first inference, then mean / p50 / p99 over
+    ``runs`` after ``warmup``."""
     t0 = time.perf_counter()
     model = EdgeModel(model_path, num_threads, kernels=kernels)
     init_ms = (time.perf_counter() - t0) * 1e3
@@ -314,7 +317,7 @@ def bench(model_path, runs: int = 100, warmup: int = 10, num_threads: int | None
         model._run(x)
         times[i] = (time.perf_counter() - t0) * 1e3
     r = lambda v: round(float(v), 4)  # noqa: E731
-    return {"model": str(model.name), "threads": num_threads, "kernels": kernels, "runs": len(times), "warmup": warmup,
-            "input": model.input, "init_ms": r(init_ms), "first_ms": r(first_ms), "mean_ms": r(times.mean()),
-            "p50_ms": r(np.percentile(times, 50)), "p99_ms": r(np.percentile(times, 99)),
-            "min_ms": r(times.min()), "max_ms": r(times.max())}
+    return {"model": str(model.name), "threads": num_threads, "kernels": kernels, "runs": len(times),
+            "warmup": warmup, "input": model.input, "init_ms": r(init_ms), "first_ms": r(first_ms),
+            "mean_ms": r(times.mean()), "p50_ms": r(np.percentile(times, 50)),
+            "p99_ms": r(np.percentile(times, 99)), "min_ms": r(times.min()), "max_ms": r(times.max())}

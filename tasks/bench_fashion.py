@@ -3,8 +3,8 @@ baseline, both trained through the pipeline for the same wall-clock budget, in t
 
 For each config: parameters, MACs per image, training images per second, wall time to reach 90% and 92%
 validation accuracy, float and int8 test accuracy, int8 file bytes, LiteRT float32 and int8 latency at batch 1
-on one thread (mean and p99) with LiteRT's default delegate (XNNPACK) and with its builtin kernels, and the TFLM
-arena.
+on one thread (mean and p99) with LiteRT's default delegate (XNNPACK) and with its builtin kernels, and the
+TFLM arena.
 """
 from __future__ import annotations
 
@@ -84,8 +84,8 @@ def targets(results: dict) -> dict:
 def compare(work: Path, repo: Path, budget_s: float, cnnpipe, bench) -> dict:
     """Train, evaluate and export both configs for ``budget_s`` seconds of training each; collect figures.
 
-    ``cnnpipe(args, cwd)`` runs one command; ``bench(model_path, cwd, kernels)`` returns LiteRT latency figures
-    (``cnnpipe bench --kernels``)."""
+    ``cnnpipe(args, cwd)`` runs one command; ``bench(model_path, cwd, kernels)`` returns LiteRT latency
+    figures (``cnnpipe bench --kernels``)."""
     results = {"budget_seconds": budget_s}
     for run, name in CONFIGS.items():
         cfg = repo / "configs" / name

@@ -69,8 +69,8 @@ def predict(model, images, top_k, threads, as_json, mask_dir):
               help="Untimed inferences before timing.")
 @THREADS
 @click.option("--kernels", type=click.Choice(["default", "builtin", "reference"]), default="default",
-              show_default=True, help="LiteRT's default delegate (XNNPACK on CPUs), its builtin kernels without "
-              "it, or its reference kernels.")
+              show_default=True, help="LiteRT's default delegate (XNNPACK on CPUs), its builtin kernels "
+              "without it, or its reference kernels.")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the figures to this JSON file.")
 def bench(model, runs, warmup, threads, kernels, json_out):

@@ -197,7 +197,8 @@ def test_bench_with_each_kernel_set(bundle):
     """The same int8 file on LiteRT's builtin kernels and on its reference kernels: same outputs, and the
     reference kernels (plain loops, no SIMD) slower."""
     model = bundle["dir"] / "model_int8.tflite"
-    times = {k: edge.bench(model, runs=30, warmup=3, num_threads=1, kernels=k) for k in ("builtin", "reference")}
+    times = {k: edge.bench(model, runs=30, warmup=3, num_threads=1, kernels=k)
+             for k in ("builtin", "reference")}
     assert [times[k]["kernels"] for k in times] == ["builtin", "reference"]
     assert times["reference"]["p50_ms"] > times["builtin"]["p50_ms"]
     image = edge.EdgeModel(model).quantize(np.full((1, 8, 8, 1), 128, np.uint8))

