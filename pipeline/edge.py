@@ -107,13 +107,10 @@ KERNELS = {"default": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WIT
 class EdgeModel:
     """A single-input, single-output image classifier in a ``.tflite`` file, run with LiteRT at batch 1."""
 
-    def __init__(self, model, num_threads: int | None = None, reference: bool = False,
-                 kernels: str = "default"):
-        """``kernels`` picks LiteRT's kernels (:data:`KERNELS`). ``reference=True`` is the same as
-        ``kernels="reference"``: the arithmetic microcontroller kernels reproduce bit for bit; golden vectors
-        are computed that way."""
+    def __init__(self, model, num_threads: int | None = None, kernels: str = "default"):
+        """``kernels`` picks LiteRT's kernels (:data:`KERNELS`); ``"reference"`` is the arithmetic
+        microcontroller kernels reproduce bit for bit, which golden vectors are computed with."""
         self.name, content = _read_model(model)
-        kernels = "reference" if reference else kernels
         if kernels not in KERNELS:
             raise PipelineError(f"kernels: {kernels!r} is not one of {', '.join(KERNELS)}")
         self._interp = _interpreter(self.name, content, num_threads, KERNELS[kernels])

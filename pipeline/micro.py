@@ -99,7 +99,7 @@ def golden_vectors(model_bytes: bytes, images: np.ndarray, labels: np.ndarray, n
     and the labels."""
     from pipeline.edge import EdgeModel
 
-    model = EdgeModel(model_bytes, reference=True)
+    model = EdgeModel(model_bytes, kernels="reference")
     if model.input_dtype.name not in C_TYPES or model.output_dtype.name not in C_TYPES:
         raise PipelineError(f"golden vectors need a quantized model; this one takes {model.input_dtype.name}")
     inputs = model.quantize(np.asarray(images)[:n])

@@ -74,7 +74,7 @@ def test_weights_stay_16_byte_aligned_and_strip_gives_a_file_tflm_runs(tiny_mode
     assert all(start % 16 == 0 for start in _metadata_buffer_offsets(bare).values())
     assert metadata.strip(plain) == plain  # nothing to take away
     q = edge.EdgeModel(plain).quantize(tiny_models["x_test"][:6])
-    reference = np.stack([edge.EdgeModel(plain, reference=True).predict_raw(v)[0] for v in q])
+    reference = np.stack([edge.EdgeModel(plain, kernels="reference").predict_raw(v)[0] for v in q])
     tflm, arena = micro.run_tflm(bare, q)
     assert np.array_equal(tflm.reshape(reference.shape), reference) and arena > 0
     with_metadata, _ = micro.run_tflm(blob, q)  # TFLM ignores the metadata too
