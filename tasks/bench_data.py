@@ -10,6 +10,9 @@ import click
 
 from tasks.common import Context, echo, stage_options
 
+# TensorFlow's CPU settings read from the environment at start-up, recorded with the figures when set
+TF_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "TF_ENABLE_ONEDNN_OPTS")
+
 
 def time_pipeline(ds, epochs: int) -> dict:
     """Iterate one warm-up epoch (fills the cache, traces the map functions), then ``epochs`` timed ones."""
@@ -26,11 +29,11 @@ def time_pipeline(ds, epochs: int) -> dict:
             "images_per_second": round(images * epochs / max(sum(seconds), 1e-9), 1)}
 
 
-def time_training(cfg, meta: dict, batch, steps: int, warmup: int = 5) -> dict:
+def time_training(cfg, meta: dict, batch, steps: int, warmup: int = 5, jit_compile: bool = False) -> dict:
     """Training images per second on one real batch held in memory: what the model consumes, input excluded.
 
     One ``fit`` of ``warmup + steps`` steps; the clock starts after the warm-up steps (tracing, first-step
-    allocations) and stops after the last step.
+    allocations; XLA's compilation with ``jit_compile``) and stops after the last step.
     """
     import keras
     import tensorflow as tf
@@ -42,6 +45,7 @@ def time_training(cfg, meta: dict, batch, steps: int, warmup: int = 5) -> dict:
     model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]), stride=cfg.detect.stride,
                          boxes=cfg.detect.boxes)
     train.compile_model(model, cfg.train, warmup + steps, heads.loss(cfg, meta))
+    model.jit_compile = jit_compile
     batch_size = int(batch[0].shape[0])
     marks = {}
 
@@ -65,9 +69,12 @@ def time_training(cfg, meta: dict, batch, steps: int, warmup: int = 5) -> dict:
               help="Batch size (default: train.batch_size).")
 @click.option("--train-steps", type=click.IntRange(0, 100000), default=30, show_default=True,
               help="Also time this many training steps of the configured model (0 skips it).")
+@click.option("--jit-compile", is_flag=True,
+              help="Time training steps compiled by XLA (jit_compile=True) instead of TensorFlow's kernels.")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the figures as JSON to this file.")
-def bench_data(ctx: Context, epochs: int, batch_size: int | None, train_steps: int, json_out: Path | None):
+def bench_data(ctx: Context, epochs: int, batch_size: int | None, train_steps: int, jit_compile: bool,
+               json_out: Path | None):
     """Measure images/second of the training input pipeline (read, cache, shuffle, batch, augment)."""
     from pipeline import artifacts, data, heads, input_pipeline, train
 
@@ -82,17 +89,18 @@ def bench_data(ctx: Context, epochs: int, batch_size: int | None, train_steps: i
     ds = input_pipeline.train_dataset(data_dir, meta, batch_size, cfg.train.seed, augment_fn, cache=cfg.train.cache,
                             encode_fn=heads.encode_fn(cfg, meta))
     result = {"run": ctx.run, "batch_size": batch_size, "augmentation": ops, "cache": cache,
-              "cpu_count": os.cpu_count(),
+              "cpu_count": os.cpu_count(), "env": {k: os.environ[k] for k in TF_ENV if k in os.environ},
               "pipeline": time_pipeline(ds, epochs)}
     pipe = result["pipeline"]
     echo(f"  pipeline: {pipe['images_per_second']:>12,.0f} images/s  (epochs {pipe['epoch_seconds']} s, "
          f"warm-up {pipe['warmup_seconds']} s)")
     if train_steps:
-        result["training"] = time_training(cfg, meta, next(iter(ds)), train_steps)
+        result["training"] = time_training(cfg, meta, next(iter(ds)), train_steps, jit_compile=jit_compile)
+        result["training"]["jit_compile"] = jit_compile
         rate = result["training"]["images_per_second"]
         result["ratio"] = round(pipe["images_per_second"] / max(rate, 1e-9), 2)
-        echo(f"  training: {rate:>12,.0f} images/s  ({train_steps} steps of {cfg.model.preset}, "
-             "input excluded)")
+        echo(f"  training: {rate:>12,.0f} images/s  ({train_steps} steps of {cfg.model.preset}"
+             f"{', XLA' if jit_compile else ''}, input excluded)")
         echo(f"  the input pipeline is {result['ratio']}x as fast as training consumes "
              f"({'ok' if result['ratio'] >= 1 else 'the pipeline is the bottleneck'})")
     epoch_time = meta["counts"]["train"] / max(pipe["images_per_second"], 1e-9)

@@ -11,6 +11,8 @@
    task metric of Keras and int8, sizes, TFLM arena, latency (:mod:`tasks.bench_tasks`).
 6. Transfer learning on Fashion-MNIST: a base trained on classes 0-4, transferred to 5-9 with 10 training
    images per class, against the same architecture from scratch, over 3 seeds (:mod:`tasks.bench_transfer`).
+7. The training-speed profile of the default Fashion-MNIST model: thread pools, batch size, XLA, oneDNN
+   (:mod:`tasks.bench_profile`).
 """
 from __future__ import annotations
 
@@ -27,11 +29,13 @@ import click
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _cnnpipe(args: list, cwd: Path) -> float:
-    """Run one ``cnnpipe`` command in a subprocess; return its wall time."""
+def _cnnpipe(args: list, cwd: Path, env: dict | None = None) -> float:
+    """Run one ``cnnpipe`` command in a subprocess (``env`` added to this process's environment); return its
+    wall time."""
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "tasks.cli", *map(str, args)], cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"})
+                          env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3",
+                               **(env or {})})
     if done.returncode:
         raise click.ClickException(f"cnnpipe {args[0]} failed (exit {done.returncode}); see its output above")
     return round(time.perf_counter() - start, 2)
@@ -216,11 +220,15 @@ def table(results: dict) -> str:
 @click.option("--transfer/--no-transfer", "transfer_on", default=True, show_default=True,
               help="Fashion-MNIST 0-4 -> 5-9 with 10 images per class: transfer against scratch, 3 seeds.")
 @click.option("--only-transfer", is_flag=True, help="Run the transfer-learning entry alone.")
+@click.option("--profile/--no-profile", "profile_on", default=True, show_default=True,
+              help="Time training of the default Fashion-MNIST model under each thread, batch, XLA and "
+                   "oneDNN setting.")
+@click.option("--only-profile", is_flag=True, help="Run the training-speed profile alone.")
 @click.option("--png-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the large folder's PNGs here (made once, reused) instead of in --work.")
 def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
          only_large_folder: bool, tasks_on: bool, only_tasks: bool, transfer_on: bool, only_transfer: bool,
-         png_dir: Path | None):
+         profile_on: bool, only_profile: bool, png_dir: Path | None):
     import shutil
 
     from pipeline import artifacts
@@ -235,7 +243,7 @@ def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
     work = work.resolve()
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                            "platform": platform.platform()}}
-    only = only_large_folder or only_tasks or only_transfer
+    only = only_large_folder or only_tasks or only_transfer or only_profile
     if not only:
         results["digits"] = digits(work)
         results["latency_batch1"] = latency(work)
@@ -257,6 +265,12 @@ def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
         if not FASHION_DIR.is_dir():
             raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
         results["transfer_fashion"] = bench_transfer.run(work, REPO, _cnnpipe)
+    if (profile_on and not only) or only_profile:
+        from tasks import bench_profile
+
+        if not FASHION_DIR.is_dir():
+            raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
+        results["training_profile"] = bench_profile.run(work, REPO, _cnnpipe)
     if (large_folder_on and not only) or only_large_folder:
         if not FASHION_DIR.is_dir():
             raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
@@ -266,7 +280,7 @@ def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
     results["finished"] = stamp
     artifacts.write_json(out / f"{stamp}.json", results)
     artifacts.write_json(out / "latest.json", results)
-    own_tables = ("fashion_vs_baseline", "transfer_fashion")
+    own_tables = ("fashion_vs_baseline", "transfer_fashion", "training_profile")
     click.echo(table({k: v for k, v in results.items() if k not in own_tables}))
     if "fashion_vs_baseline" in results:
         from tasks import bench_fashion
@@ -280,6 +294,12 @@ def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
         click.echo("\nTransfer learning: Fashion-MNIST 0-4 -> 5-9, 10 training images per class "
                    f"({results['transfer_fashion']['seeds'][0]['n_test']} test images)")
         click.echo(bench_transfer.table(results["transfer_fashion"]))
+    if "training_profile" in results:
+        from tasks import bench_profile
+
+        click.echo("\nTraining speed of the default Fashion-MNIST model (median of "
+                   f"{results['training_profile']['rounds']} interleaved rounds)")
+        click.echo(bench_profile.table(results["training_profile"]))
     click.echo(f"wrote {out / (stamp + '.json')} and {out / 'latest.json'}")
 
 

@@ -158,3 +158,21 @@ def test_box_mask_covers_exactly_side_by_side_pixels(side):
     half = tf.constant([side / 2.0])
     mask = _box_mask(tf.shape(tf.zeros([1, 16, 16, 1])), tf.constant([8.5]), tf.constant([8.5]), half, half)
     assert int(tf.reduce_sum(tf.cast(mask, tf.int32))) == side * side
+
+
+def test_bench_data_times_xla_compiled_training(workdir, monkeypatch):
+    """`cnnpipe bench-data --jit-compile` times training steps compiled by XLA and says so; the thread
+    settings TensorFlow reads at start-up are recorded with the figures."""
+    import json
+
+    from conftest import invoke
+
+    assert invoke(["ingest", "--run", "xla"]).exit_code == 0
+    monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "2")
+    result = invoke(["bench-data", "--run", "xla", "--epochs", "1", "--train-steps", "2", "--jit-compile",
+                     "--json-out", "xla.json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads((workdir / "xla.json").read_text())
+    assert figures["training"]["jit_compile"] is True and figures["training"]["steps"] == 2
+    assert figures["training"]["images_per_second"] > 0 and ", XLA, input excluded" in result.output
+    assert figures["env"] == {"TF_NUM_INTEROP_THREADS": "2"}

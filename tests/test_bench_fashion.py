@@ -48,3 +48,36 @@ def test_table_shows_both_kernel_sets():
     p99 = [line.split()[-2:] for line in lines if line.startswith("latency float32 p99_ms")]
     assert p99 == [["0.62", "0.14"]]
     assert "target int8_faster_than_float" in lines[-1] and "NOT met ([0.36, 0.31])" in lines[-1]
+
+
+def test_training_profile_keeps_the_median_of_interleaved_rounds(tmp_path):
+    """Each variant runs `cnnpipe bench-data` in its own process with its batch size, arguments and
+    environment; the figure kept is the median over rounds, and the ratio is against the default's median."""
+    import json
+
+    from tasks import bench_profile
+
+    calls = []
+
+    def fake_cnnpipe(args, cwd, env=None):
+        calls.append((args[0], env))
+        if args[0] == "bench-data":
+            batch = args[args.index("--batch-size") + 1]
+            rate = 800.0 + len(calls) + (100.0 if "--jit-compile" in args else 0.0) + batch
+            out = args[args.index("--json-out") + 1]
+            out.write_text(json.dumps({"training": {"images_per_second": rate}}))
+        return 1.0
+
+    result = bench_profile.run(tmp_path, bench_profile.Path("."), fake_cnnpipe, rounds=3, steps=4)
+    n = len(bench_profile.VARIANTS)
+    assert [c[0] for c in calls] == ["ingest"] + ["bench-data"] * 3 * n
+    assert calls[1 + n - 1][1] == {"TF_ENABLE_ONEDNN_OPTS": "0"}  # the last variant of the first round
+    default = result["variants"]["default"]
+    assert default["rounds"] == [800.0 + 2 + 128, 800.0 + 2 + n + 128, 800.0 + 2 + 2 * n + 128]
+    assert default["images_per_second"] == 800.0 + 2 + n + 128 and default["vs_default"] == 1.0
+    xla = result["variants"]["XLA (jit_compile)"]
+    assert xla["images_per_second"] == 800.0 + 10 + n + 100 + 128
+    assert xla["vs_default"] == round(xla["images_per_second"] / default["images_per_second"], 2)
+    assert result["variants"]["batch 32"]["batch_size"] == 32
+    lines = bench_profile.table(result).splitlines()
+    assert len(lines) == n + 1 and lines[1].split()[:3] == ["default", f"{800 + 2 + n + 128:,}", "1.00x"]
