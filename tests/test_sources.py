@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import tempfile
 import time
 
 import numpy as np
@@ -146,10 +147,14 @@ def test_tfds_offline_fails_fast_with_advice(tmp_path, monkeypatch):
     from pipeline.sources import tfds as tfds_source
 
     monkeypatch.setattr(tfds_source, "_reachable", lambda *a, **k: False)
+    temp = tmp_path / "temp"  # where temporary files go: TFDS leaves an empty folder there unless kept in ours
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     start = time.time()
     with pytest.raises(SourceUnavailable) as err:
-        tfds_source.load_tfds("mnist", data_cfg(tfds_dir=str(tmp_path)))
+        tfds_source.load_tfds("mnist", data_cfg(tfds_dir=str(tmp_path / "tfds")))
     assert time.time() - start < 10
+    assert list(temp.iterdir()) == [] and tempfile.gettempdir() == str(temp)
     message = str(err.value)
     assert "\n" not in message and "tfds build mnist" in message and "data.fallback" in message
     with pytest.raises(PipelineError, match="tfds build mnist"):  # no fallback: the same line, as an error

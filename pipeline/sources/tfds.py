@@ -15,8 +15,10 @@ are left out with a note. ``data.use_source_splits: false`` pools them and re-sp
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
+import tempfile
 import threading
 import urllib.parse
 import urllib.request
@@ -72,6 +74,19 @@ def _offline_message(name: str, where: str) -> str:
             f"data.fallback (idx:<dir> or folder:<dir>)")
 
 
+@contextlib.contextmanager
+def _own_tempdir():
+    """TFDS (4.9) makes an empty temporary folder each time a builder of a dataset that is not prepared reads
+    its info "from the GCS bucket", even with GCS disabled, and never removes it: one more ``/tmp/tmp*tfds``
+    per ingest. Inside this block temporary files go to a folder of ours, removed at its end."""
+    with tempfile.TemporaryDirectory(prefix="cnnpipe-tfds-") as scratch:
+        saved, tempfile.tempdir = tempfile.tempdir, scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = saved
+
+
 def _builder(name: str, tfds_dir: str):
     try:
         import tensorflow_datasets as tfds
@@ -83,7 +98,8 @@ def _builder(name: str, tfds_dir: str):
     level = absl_log.level
     absl_log.setLevel(logging.ERROR)  # silence "Variant folder ... has no dataset_info.json" (not prepared)
     try:
-        return tfds.builder(name, data_dir=data_dir)
+        with _own_tempdir():
+            return tfds.builder(name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError:
         raise PipelineError(f"tfds:{name}: no such TFDS dataset "
                             "(see https://www.tensorflow.org/datasets/catalog)") from None
