@@ -147,7 +147,7 @@ def test_tfds_offline_fails_fast_with_advice(tmp_path, monkeypatch):
     from pipeline.sources import tfds as tfds_source
 
     monkeypatch.setattr(tfds_source, "_reachable", lambda *a, **k: False)
-    temp = tmp_path / "temp"  # where temporary files go: TFDS leaves an empty folder there unless kept in ours
+    temp = tmp_path / "temp"  # temporary files go here: TFDS leaves an empty folder unless kept in ours
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     start = time.time()
