@@ -87,7 +87,8 @@ def _move_objects(objects, a, d, h: int, w: int):
     wh = 2.0 * half / size
     inside = tf.reduce_all((cxcy >= 0.0) & (cxcy < 1.0), axis=-1) & (objects[..., 0] >= 0)
     cls = tf.where(inside, objects[..., 0], -tf.ones_like(objects[..., 0]))
-    box = tf.where(inside[..., None], tf.concat([cxcy, tf.minimum(wh, 1.0)], -1), tf.zeros_like(objects[..., 1:]))
+    box = tf.where(inside[..., None], tf.concat([cxcy, tf.minimum(wh, 1.0)], -1),
+                   tf.zeros_like(objects[..., 1:]))
     return tf.concat([cls[..., None], box], -1)
 
 

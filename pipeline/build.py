@@ -22,7 +22,7 @@ def check(cfg, data_dir: Path) -> dict | None:
     if models.is_transfer(cfg.model):
         return None
     ops = models.plan(cfg.model, meta["image_shape"], len(meta["class_names"]), cfg.detect.stride,
-                        cfg.detect.boxes)
+                      cfg.detect.boxes)
     summary = models.summary.summarize(ops, cfg.model.preset if not cfg.model.layers else "layers")
     models.summary.check_memory(summary["totals"], f"model.preset {cfg.model.preset}" if not cfg.model.layers
                                 else "model.layers")
@@ -38,8 +38,8 @@ def check_task(cfg, meta: dict) -> None:
     held = data.task(meta)
     if cfg.model.task != held:
         what = {"classify": "class labels", "detect": "object centres and boxes", "segment": "masks"}[held]
-        raise ConfigError(f"model.task: {cfg.model.task}, but the ingested data ({cfg.data.source}) holds {what}; "
-                          f"set model.task: {held} or a source with {cfg.model.task} targets")
+        raise ConfigError(f"model.task: {cfg.model.task}, but the ingested data ({cfg.data.source}) "
+                          f"holds {what}; set model.task: {held} or a source with {cfg.model.task} targets")
 
 
 def model_summary(model, cfg) -> dict:

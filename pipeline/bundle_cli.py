@@ -1,7 +1,7 @@
 """The command line of a published bundle's ``predict.py`` (and ``python -m pipeline.bundle_cli``):
-``predict.py [predict] [--model M] IMAGE...`` prints each image's labels, objects or mask, ``predict.py bench``
-times the model at batch 1. Inlined after ``pipeline/edge.py`` by ``pipeline.bundle.runtime_source``, so it
-needs nothing but what edge.py needs; printing happens only here.
+``predict.py [predict] [--model M] IMAGE...`` prints each image's labels, objects or mask,
+``predict.py bench`` times the model at batch 1. Inlined after ``pipeline/edge.py`` by
+``pipeline.bundle.runtime_source``, so it needs nothing but what edge.py needs; printing happens only here.
 """
 from __future__ import annotations
 

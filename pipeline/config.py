@@ -56,57 +56,62 @@ class DataConfig:
                                "longest in the source", min=0, max=1_000_000)
     sequence_fit: str = opt("pad", "sequences of another length: pad (zeros after the end, longer ones cut) "
                             "or resample (linear interpolation)", choices=["pad", "resample"])
-    audio: dict = opt({}, "audio:<dir> log-mel front end {sample_rate, clip_seconds, window_ms, hop_ms, mels, "
-                      "fmin, fmax}; unset keys keep their defaults (docs/sequences.md)")
+    audio: dict = opt({}, "audio:<dir> log-mel front end {sample_rate, clip_seconds, window_ms, hop_ms, "
+                      "mels, fmin, fmax}; unset keys keep their defaults (docs/sequences.md)")
 
 
 @dataclass
 class AugmentConfig:
     hflip: bool = opt(False, "random horizontal flip")
     vflip: bool = opt(False, "random vertical flip")
-    rotation: float = opt(0.0, "max rotation as a fraction of a full turn (0.05 = +-18 degrees)", min=0, max=0.5)
+    rotation: float = opt(0.0, "max rotation as a fraction of a full turn (0.05 = +-18 degrees)",
+                          min=0, max=0.5)
     zoom: float = opt(0.0, "max zoom in/out as a fraction of the size", min=0, max=0.9)
     translate: float = opt(0.0, "max shift as a fraction of height/width", min=0, max=0.5)
     contrast: float = opt(0.0, "max contrast change factor", min=0, max=1)
     brightness: float = opt(0.0, "max brightness change as a fraction of the pixel range", min=0, max=1)
-    cutout: float = opt(0.0, "random erasing: side of the erased square as a fraction of the image", min=0, max=1)
+    cutout: float = opt(0.0, "random erasing: side of the erased square as a fraction of the image",
+                        min=0, max=1)
     mixup: float = opt(0.0, "mixup Beta(alpha, alpha) parameter; 0 disables", min=0, max=10)
     cutmix: float = opt(0.0, "cutmix Beta(alpha, alpha) parameter; 0 disables", min=0, max=10)
     time_shift: float = opt(0.0, "spectrograms: max shift along time (rows) as a fraction of the clip, "
                             "silence fills", min=0, max=0.5)
     noise: float = opt(0.0, "spectrograms: share of clips mixed with background noise (power added, "
                        "-80..-30 dB)", min=0, max=1)
-    time_mask: int = opt(0, "spectrograms: SpecAugment mask of up to this many frames (rows)", min=0, max=1000)
+    time_mask: int = opt(0, "spectrograms: SpecAugment mask of up to this many frames (rows)", min=0,
+                         max=1000)
     freq_mask: int = opt(0, "spectrograms: SpecAugment mask of up to this many mel bands (columns)", min=0,
                          max=1000)
 
 
 @dataclass
 class ModelConfig:
-    task: str = opt("classify", "classify (one label per image) | detect (object centres, FOMO-style) | segment "
-                    "(a class per pixel, tiny U-Net); the data must hold the task's targets (docs/tasks.md)",
+    task: str = opt("classify", "classify (one label per image) | detect (object centres, FOMO-style) | "
+                    "segment (a class per pixel, tiny U-Net); the data must hold the task's targets "
+                    "(docs/tasks.md)",
                     choices=["classify", "detect", "segment"])
     preset: str = opt("small", "small (conv blocks below) | lenet5 | resnet8 | ds_cnn | mobilenet | conv1d "
                       "(sequences); cnnpipe build --show-spec prints it as model.layers",
                       choices=["small", "lenet5", "resnet8", "ds_cnn", "mobilenet", "conv1d", "mnist1d_cnn",
                                "fcn"])
-    layers: list = opt([], "the layer spec: a list of blocks ({conv: {filters: 16}}, {bn: {}}, ...); replaces "
-                       "the preset when given (docs/models.md)")
+    layers: list = opt([], "the layer spec: a list of blocks ({conv: {filters: 16}}, {bn: {}}, ...); "
+                       "replaces the preset when given (docs/models.md)")
     filters: list = opt([32, 64], "filters of each conv block (small / conv1d presets)")
     kernel_size: int = opt(3, "convolution kernel size (small / conv1d)", min=1, max=15)
     strides: int = opt(1, "convolution stride (small / conv1d)", min=1, max=4)
     padding: str = opt("same", "convolution padding (small / conv1d)", choices=["same", "valid"])
     pool_size: int = opt(2, "max-pool size after each block, 1 disables (small / conv1d)", min=1, max=4)
     batch_norm: bool = opt(True, "batch normalization after each convolution (small / conv1d)")
-    dropout: float = opt(0.25, "dropout before each dense layer (small / conv1d; backbone head)", min=0, max=0.9)
+    dropout: float = opt(0.25, "dropout before each dense layer (small / conv1d; backbone head)",
+                         min=0, max=0.9)
     dense: list = opt([128], "units of the hidden dense layers of the head (small / conv1d)")
     width: float = opt(1.0, "width multiplier of the filters (mobilenet, ds_cnn, backbone)", min=0.05, max=4)
     initializer: str = opt("glorot_uniform", "initializer of conv and dense kernels",
-                           choices=["glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal",
-                                    "lecun_uniform"])
+                           choices=["glorot_uniform", "glorot_normal", "he_normal", "he_uniform",
+                                    "lecun_normal", "lecun_uniform"])
     l2: float = opt(0.0, "L2 weight regularization of conv and dense kernels", min=0, max=1)
-    budget: dict = opt({}, "device budget {flash_kb: N, ram_kb: N}: build stops when the estimated int8 file / "
-                       "tensor arena exceeds it, export when the measured one does")
+    budget: dict = opt({}, "device budget {flash_kb: N, ram_kb: N}: build stops when the estimated int8 "
+                       "file / tensor arena exceeds it, export when the measured one does")
     base_model: str = opt("", "transfer learning: a trained .keras file or an earlier run name whose final "
                           "layer is replaced")
     backbone: str = opt("", "transfer learning: a keras.applications backbone (needs model.backbone_weights)",
@@ -137,11 +142,12 @@ class TrainConfig:
     mixed_precision: str = opt("auto", "mixed_float16 on GPU when auto", choices=["auto", "on", "off"])
     strategy: str = opt("auto", "distribution strategy: auto picks from GPUs and TF_CONFIG",
                         choices=["auto", "default", "mirrored", "multiworker"])
-    cpu_devices: int = opt(0, "split the CPU into this many logical devices (tests of mirrored)", min=0, max=16)
+    cpu_devices: int = opt(0, "split the CPU into this many logical devices (tests of mirrored)",
+                           min=0, max=16)
     verbose: int = opt(1, "0 silent, 1 progress bar (one line per epoch when output is not a terminal), "
                           "2 one line per epoch", choices=[0, 1, 2])
-    time_budget_s: float = opt(0.0, "stop training after the epoch that spends this many seconds; 0 = no limit",
-                               min=0)
+    time_budget_s: float = opt(0.0, "stop training after the epoch that spends this many seconds; "
+                               "0 = no limit", min=0)
     cache: str = opt("auto", "keep decoded train/val in memory, in a disk file, or stream the shards; "
                      "auto: memory when they fit a quarter of the free memory",
                      choices=["auto", "memory", "disk", "none"])
@@ -161,8 +167,8 @@ class ExportConfig:
                                    min=0, max=100)
     max_class_drop: float = opt(5.0, "gate: largest allowed recall loss of any one class, in points",
                                 min=0, max=100)
-    max_metric_drop: float = opt(2.0, "gate (detect, segment): largest allowed loss of the task's metric (F1, "
-                                 "mean IoU) by a quantized file, in points", min=0, max=100)
+    max_metric_drop: float = opt(2.0, "gate (detect, segment): largest allowed loss of the task's metric "
+                                 "(F1, mean IoU) by a quantized file, in points", min=0, max=100)
     golden_vectors: int = opt(8, "test inputs saved with their expected outputs for firmware tests", min=1)
     micro: bool = opt(True, "write the microcontroller bundle (C array, golden vectors, TFLM check)")
     dest: str = opt("exported", "folder the bundle is published under (<dest>/<run>/)")
@@ -176,8 +182,8 @@ class ExportConfig:
 class DetectConfig:
     stride: int = opt(8, "detect: the output grid's cell size in input pixels (the backbone is cut where its "
                       "stride reaches this)", choices=[4, 8, 16])
-    boxes: bool = opt(False, "detect: also regress a box per object (cell offset and size: 4 sigmoid channels "
-                      "after the class scores, L1 loss on object cells)")
+    boxes: bool = opt(False, "detect: also regress a box per object (cell offset and size: 4 sigmoid "
+                      "channels after the class scores, L1 loss on object cells)")
     object_weight: float = opt(10.0, "detect: loss weight of object cells against background cells (weighted "
                                "cross-entropy)", min=1, max=1000)
     threshold: float = opt(0.5, "detect: a cell is an object when its class probability reaches this",
@@ -223,8 +229,9 @@ def _check_lists(cfg: Config) -> None:
     """Checks of list values and of keys that depend on each other."""
     size = cfg.data.image_size
     if size and (len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
-                                            for s in size)):
-        raise ConfigError(f"data.image_size: expected [] or [height, width] of positive integers, got {size!r}")
+                                           for s in size)):
+        raise ConfigError(f"data.image_size: expected [] or [height, width] of positive integers, "
+                          f"got {size!r}")
     for key, values in (("model.filters", cfg.model.filters), ("model.dense", cfg.model.dense)):
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
             raise ConfigError(f"{key}: expected a list of positive integers, got {values!r}")

@@ -49,7 +49,8 @@ def split_indices(labels: dict, data_cfg, allow_empty: bool = False) -> dict:
     source's own splits are kept when ``data.use_source_splits`` is true; otherwise everything is pooled and
     re-split by ``data.test_fraction`` and ``data.val_fraction`` (stratified, seeded). The train indices come
     in a seeded random order (the shards are written in it, so a shuffle buffer mixes classes). An empty split
-    is an error unless ``allow_empty`` (ingest reports it after reading the images, whose problems come first).
+    is an error unless ``allow_empty`` (ingest reports it after reading the images, whose problems
+    come first).
     """
     rng = np.random.default_rng(data_cfg.seed)
     all_labels = np.concatenate([np.asarray(y, np.int64) for y in labels.values()]) if labels else np.zeros(0)
@@ -244,7 +245,8 @@ def _parser(shape, fields=("image", "label"), meta: dict | None = None):
 
 def split_dataset(data_dir: Path, name: str, meta: dict | None = None):
     """tf.data.Dataset of (image uint8 [H, W, C], target) read from the split's shards: the label (int64) of
-    a classification record, the objects or the mask of a detection or segmentation one (:func:`target_shape`).
+    a classification record, the objects or the mask of a detection or segmentation one
+    (:func:`target_shape`).
     """
     import tensorflow as tf
 

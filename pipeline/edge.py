@@ -3,9 +3,9 @@
 The same source runs in three places: the library (``EdgeModel``, ``predict_each``, ``predict_files``,
 ``bench``), the ``cnnpipe predict`` / ``cnnpipe bench`` commands, and, inlined with ``pipeline/imaging.py`` by
 ``pipeline.bundle.write_runtime``, as the self-contained ``predict.py`` of a published bundle on a device
-without TensorFlow. Nothing here prints: the bundle's command line is ``pipeline/bundle_cli.py``, inlined after
-it; an image that cannot be read (missing, corrupt, a decompression bomb) is one ``error:`` line there, the
-other images still get their results, and the exit code is 1.
+without TensorFlow. Nothing here prints: the bundle's command line is ``pipeline/bundle_cli.py``, inlined
+after it; an image that cannot be read (missing, corrupt, a decompression bomb) is one ``error:`` line there,
+the other images still get their results, and the exit code is 1.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-# <pipeline-imports>  bundle.write_runtime() replaces this block: these modules are inlined above it in predict.py
+# <pipeline-imports>  bundle.write_runtime() replaces this block: these modules are inlined above it in
+# predict.py
 from pipeline.audio import load_features
 from pipeline.errors import PipelineError
 from pipeline.imaging import load_image

@@ -136,9 +136,9 @@ def task_report_markdown(run: str, card: dict) -> str:
     """``report.md`` of a detection or segmentation model: its metric per file and class, and the decoding."""
     metric, keras = card["metric"], card["keras_metric"][card["metric"]]
     lines = [f"# Export report: {run} ({card['task']})", "",
-             f"Keras model test {metric}: {100 * keras:.2f}% on {card['keras']['n_test']} test images; gate: at "
-             f"most {card['gate_metric']['max_metric_drop']} points of {metric} lost by a quantized file, at most "
-             f"{card['gate'].get('max_class_drop')} points of any one class's.", "",
+             f"Keras model test {metric}: {100 * keras:.2f}% on {card['keras']['n_test']} test images; "
+             f"gate: at most {card['gate_metric']['max_metric_drop']} points of {metric} lost by a quantized "
+             f"file, at most {card['gate'].get('max_class_drop')} points of any one class's.", "",
              f"| file | format | size | {metric} | drop (points) | changed | max prob diff |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for fmt, f in card["files"].items():

@@ -173,9 +173,9 @@ class _Writer:
         else:
             target = np.asarray(target, np.uint8)
             if target.shape != image.shape[:2]:
-                raise PipelineError(f"data.source {self.data_cfg.source}: the mask of {_path_of(self.src, gi)} "
-                                    f"is {target.shape[1]}x{target.shape[0]}, its image "
-                                    f"{image.shape[1]}x{image.shape[0]}")
+                raise PipelineError(f"data.source {self.data_cfg.source}: the mask of "
+                                    f"{_path_of(self.src, gi)} is {target.shape[1]}x{target.shape[0]}, "
+                                    f"its image {image.shape[1]}x{image.shape[0]}")
             classes = target.ravel()
             self.background_only[name] += int(not (classes > 0).any())
         if len(classes) and (classes.min() < 0 or classes.max() >= k):
@@ -220,8 +220,9 @@ class _Writer:
             absent = [i for i, c in enumerate(self.target_counts["train"]) if c == 0]
             if absent:
                 what = "object" if self.task == "detect" else "pixel"
-                raise PipelineError(f"data.source {self.data_cfg.source}: the training split has no {what} of "
-                                    f"class {self.src.class_names[absent[0]]!r}; the model could never learn it")
+                raise PipelineError(f"data.source {self.data_cfg.source}: the training split has no {what} "
+                                    f"of class {self.src.class_names[absent[0]]!r}; the model could never "
+                                    "learn it")
         if dead:
             first = self.first_skip.get(dead[0], {"path": "?", "reason": "?"})
             raise PipelineError(f"data.source {self.data_cfg.source}: no image of class "
@@ -231,8 +232,8 @@ class _Writer:
         for name, writer in self.shards.items():
             if writer.count == 0 and not self.checker.labels.get(name):
                 raise PipelineError(data.EMPTY.format(name=name) if not self.planned[name] else
-                                    f"data: the {name} split is empty: none of its {self.planned[name]} file(s) "
-                                    "could be read (see the skipped files in preflight.json)")
+                                    f"data: the {name} split is empty: none of its {self.planned[name]} "
+                                    "file(s) could be read (see the skipped files in preflight.json)")
         outputs = []
         for writer in self.shards.values():
             outputs += writer.close()

@@ -1,6 +1,6 @@
 """The tf.data pipelines that feed training and validation from the shards of :mod:`pipeline.data`: parallel
-parse, cache (in memory when it fits, on disk, or none), seeded shuffle in a byte-sized buffer, batch, augment,
-encode the targets, prefetch.
+parse, cache (in memory when it fits, on disk, or none), seeded shuffle in a byte-sized buffer, batch,
+augment, encode the targets, prefetch.
 """
 from __future__ import annotations
 

@@ -41,7 +41,8 @@ def describe(holder: dict) -> str:
 
 @contextlib.contextmanager
 def hold(run_dir: Path, command: str | None = None) -> Iterator[Path]:
-    """Hold the run's lock for the duration of the block; raise :class:`RunLocked` when another process has it."""
+    """Hold the run's lock for the duration of the block; raise :class:`RunLocked` when another
+    process has it."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK

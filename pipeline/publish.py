@@ -73,16 +73,16 @@ def _gate(files: dict, max_drop: float, max_class_drop: float, max_metric_drop: 
                             f"(limit export.max_accuracy_drop = {max_drop})")
         for name, c in f["parity"]["per_class"].items():
             if -c["delta_points"] > max_class_drop:
-                failures.append(f"{f['file']} loses {-c['delta_points']:.2f} points of recall on class {name!r} "
-                                f"(limit export.max_class_drop = {max_class_drop})")
+                failures.append(f"{f['file']} loses {-c['delta_points']:.2f} points of recall on class "
+                                f"{name!r} (limit export.max_class_drop = {max_class_drop})")
     return failures
 
 
 def _task_gate(f: dict, max_drop: float, max_class_drop: float) -> list:
     p, failures = f["parity"], []
     if p["drop_points"] > max_drop:
-        failures.append(f"{f['file']} loses {p['drop_points']:.2f} points of {p['metric']} against the Keras model "
-                        f"(limit export.max_metric_drop = {max_drop})")
+        failures.append(f"{f['file']} loses {p['drop_points']:.2f} points of {p['metric']} against the Keras "
+                        f"model (limit export.max_metric_drop = {max_drop})")
     for name, c in p["per_class"].items():
         if -c["delta_points"] > max_class_drop:
             failures.append(f"{f['file']} loses {-c['delta_points']:.2f} points of {p['metric']} on class "
@@ -125,7 +125,8 @@ def _task_card(cfg, meta: dict, keras_score: float) -> dict:
 
     key = heads.HEADLINE[task]
     return {"task": task, "metric": key, "keras_metric": {key: keras_score},
-            "decoding": heads.decoding(cfg, meta), "gate_metric": {"max_metric_drop": cfg.export.max_metric_drop}}
+            "decoding": heads.decoding(cfg, meta),
+            "gate_metric": {"max_metric_drop": cfg.export.max_metric_drop}}
 
 
 def _encoding(meta: dict) -> dict:
@@ -135,10 +136,10 @@ def _encoding(meta: dict) -> dict:
     if not enc:
         return {}
     what = {"sequence": "a sequence [length, channels] encoded per channel as "
-                        "q = clip(round((x - offset) / scale), 0, 255), stored as the one-row image [1, length, "
-                        "channels]",
-            "audio": "a mono .wav clip at sample_rate turned into a uint8 log-mel image [frames, mels, 1] by "
-                     "pipeline/audio.py with these parameters"}.get(enc.get("kind"), "")
+                        "q = clip(round((x - offset) / scale), 0, 255), stored as the one-row image "
+                        "[1, length, channels]",
+            "audio": "a mono .wav clip at sample_rate turned into a uint8 log-mel image [frames, mels, 1] "
+                     "by pipeline/audio.py with these parameters"}.get(enc.get("kind"), "")
     return {"encoding": enc, "signal": what}
 
 
@@ -179,7 +180,8 @@ def export_run(cfg, run_dir: Path, model_path: Path, data_dir: Path, out: Path, 
         artifacts.write_text(staging / "labels.txt", "\n".join(names) + "\n")
         artifacts.write_text(staging / "report.md", export.report_markdown(run_dir.name, card))
         artifacts.write_json(staging / artifacts.MARKER, {"made_by": "cnnpipe export", "bundle": dest.name})
-        from pipeline import report  # the run report, from the card in hand and the files in the staging folder
+        # the run report, from the card in hand and the files in the staging folder
+        from pipeline import report
 
         if task == "classify":  # the run report describes classifiers (docs/tasks.md)
             report.into_bundle(cfg, run_dir, staging, card, model)

@@ -127,7 +127,8 @@ def ensure_space(directory: Path, model, with_best: bool) -> None:
     if free < need:
         raise PipelineError(f"{directory}: not enough free disk space for the checkpoint (needs about "
                             f"{artifacts.human_bytes(need)}, {artifacts.human_bytes(free)} free); free some "
-                            f"space and run the same command again: training continues from the last epoch saved")
+                            f"space and run the same command again: training continues from the last epoch "
+                            f"saved")
 
 
 def history_csv(rows: list) -> str:

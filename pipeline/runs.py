@@ -1,9 +1,10 @@
 """Every run under ``runs/`` at a glance, and two runs side by side, read from the stage manifests only.
 
-A run's state follows the stage graph: ``interrupted`` when a stage started and did not commit its manifest (or
-a training checkpoint waits to be resumed), ``stale`` when a stage's recorded upstream identity no longer matches
-that upstream manifest or an output changed since it was written, ``complete`` when every stage through export
-is committed and consistent, and ``partial`` when the run simply stopped earlier (``cnnpipe run --until``).
+A run's state follows the stage graph: ``interrupted`` when a stage started and did not commit its manifest
+(or a training checkpoint waits to be resumed), ``stale`` when a stage's recorded upstream identity no longer
+matches that upstream manifest or an output changed since it was written, ``complete`` when every stage
+through export is committed and consistent, and ``partial`` when the run simply stopped earlier
+(``cnnpipe run --until``).
 """
 from __future__ import annotations
 

@@ -81,7 +81,8 @@ def config_section(cfg, stage: str) -> dict:
             "train": lambda: {"train": _section(cfg, "train"), "augment": _section(cfg, "augment"),
                               **_detect_keys(cfg, "object_weight", "boxes")},
             "evaluate": lambda: {"eval": _section(cfg, "eval"), **detect},
-            "export": lambda: {"export": _section(cfg, "export"), "budget": cfg.model.budget, **detect}}[stage]()
+            "export": lambda: {"export": _section(cfg, "export"), "budget": cfg.model.budget,
+                               **detect}}[stage]()
 
 
 def _detect_keys(cfg, *keys) -> dict:
@@ -142,7 +143,8 @@ def _why_stale(manifest: dict | None, fp: str, section: dict, upstream: dict, ou
     if manifest.get("fingerprint") != fp:
         changed = changed_keys(manifest.get("config", {}), section)
         if changed:
-            return f"config changed since it ran: {', '.join(changed[:4])}" + (" ..." if len(changed) > 4 else "")
+            return (f"config changed since it ran: {', '.join(changed[:4])}"
+                    + (" ..." if len(changed) > 4 else ""))
         ups = [u for u, uid in upstream.items() if manifest.get("upstream", {}).get(u) != uid]
         if ups:
             return f"upstream stage {', '.join(ups)} changed since it ran"
@@ -183,7 +185,8 @@ def ancestors(stage: str) -> list:
 
 
 def require_upstream(cfg, run_dir: Path, stage: str) -> None:
-    """Stop with one line when a stage ``stage`` depends on is missing or stale: it never uses a stale input."""
+    """Stop with one line when a stage ``stage`` depends on is missing or stale: it never uses a stale
+    input."""
     for up in ancestors(stage):
         st = status(cfg, run_dir, up)
         if st.fresh:
@@ -201,8 +204,8 @@ def verify_ingest(run_dir: Path) -> None:
     manifest = artifacts.read_manifest(data_dir) or {}
     for out in manifest.get("outputs", []):
         if not artifacts.entry_intact(out, data_dir, full=True):
-            raise PipelineError(f"{data_dir / out['path']}: missing or corrupt (sha256 differs from the ingest "
-                                f"manifest); run `cnnpipe ingest --force` to write the shards again")
+            raise PipelineError(f"{data_dir / out['path']}: missing or corrupt (sha256 differs from the "
+                                f"ingest manifest); run `cnnpipe ingest --force` to write the shards again")
 
 
 def bundle_problem(cfg, run_dir: Path, manifest: dict | None) -> str | None:
@@ -243,10 +246,11 @@ def _run(cfg, run_dir: Path, stage: str, work: Callable[[Path], tuple], force: b
     outputs, summary, extra = work(out_dir)
     inputs = _upstream_files(run_dir, stage) + external_inputs(cfg, stage, run_dir)
     manifest = artifacts.write_manifest(out_dir, stage=stage, fp=st.fp, inputs=inputs,
-                                       section=config_section(cfg, stage), outputs=outputs,
-                                       wall_time_s=time.time() - start, upstream=st.upstream,
-                                       extra={"summary": summary, **(extra or {})})
-    return StageResult(stage, out_dir, False, manifest, summary, "forced" if force and st.fresh else st.reason)
+                                        section=config_section(cfg, stage), outputs=outputs,
+                                        wall_time_s=time.time() - start, upstream=st.upstream,
+                                        extra={"summary": summary, **(extra or {})})
+    return StageResult(stage, out_dir, False, manifest, summary,
+                       "forced" if force and st.fresh else st.reason)
 
 
 def _upstream_files(run_dir: Path, stage: str) -> list:

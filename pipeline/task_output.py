@@ -75,7 +75,8 @@ def task_row(path, result, card: dict, mask_dir) -> tuple[dict, str]:
         written = write_mask(result, path, mask_dir, card)
         shares = mask_shares(result, card)
         text = ", ".join(f"{name} {100 * share:.1f}%" for name, share in shares.items())
-        return {"image": str(path), "mask": str(written), "classes": shares}, f"{path}: mask {written} ({text})"
+        return ({"image": str(path), "mask": str(written), "classes": shares},
+                f"{path}: mask {written} ({text})")
     lines = "".join(f"\n  {o['label']} x={o['x']:.1f} y={o['y']:.1f} score={o['score']:.3f}"
                     + (" box=[{:.1f}, {:.1f}, {:.1f}, {:.1f}]".format(*o["box"]) if "box" in o else "")
                     for o in result)

@@ -75,9 +75,10 @@ def datasets(data_dir: Path, meta: dict, cfg, strategy=None):
     augment_fn = augmentation(cfg, meta)
     encode = heads.encode_fn(cfg, meta)
     batch = cfg.train.batch_size
-    train_ds = input_pipeline.train_dataset(data_dir, meta, batch, cfg.train.seed, augment_fn, cache=cfg.train.cache,
-                                  encode_fn=encode)
-    val_ds = input_pipeline.eval_dataset(data_dir, meta, "val", batch, cache=cfg.train.cache, encode_fn=encode)
+    train_ds = input_pipeline.train_dataset(data_dir, meta, batch, cfg.train.seed, augment_fn,
+                                            cache=cfg.train.cache, encode_fn=encode)
+    val_ds = input_pipeline.eval_dataset(data_dir, meta, "val", batch, cache=cfg.train.cache,
+                                         encode_fn=encode)
     # TFRecord pipelines have an unknown length, on which Keras steps the optimizer's iteration count (the
     # schedule's clock) once more per epoch than it trains; state the number of batches
     batches = {name: math.ceil(meta["counts"][name] / batch) for name in ("train", "val")}

@@ -86,8 +86,8 @@ def bench_data(ctx: Context, epochs: int, batch_size: int | None, train_steps: i
     cache = input_pipeline.cache_mode(meta, cfg.train.cache)
     echo(f"input pipeline: {meta['counts']['train']:,} training images, batch {batch_size}, "
          f"augmentation: {', '.join(ops) or 'off'}, cache: {cache}, {epochs} timed epoch(s) after 1 warm-up")
-    ds = input_pipeline.train_dataset(data_dir, meta, batch_size, cfg.train.seed, augment_fn, cache=cfg.train.cache,
-                            encode_fn=heads.encode_fn(cfg, meta))
+    ds = input_pipeline.train_dataset(data_dir, meta, batch_size, cfg.train.seed, augment_fn,
+                                      cache=cfg.train.cache, encode_fn=heads.encode_fn(cfg, meta))
     result = {"run": ctx.run, "batch_size": batch_size, "augmentation": ops, "cache": cache,
               "cpu_count": os.cpu_count(), "env": {k: os.environ[k] for k in TF_ENV if k in os.environ},
               "pipeline": time_pipeline(ds, epochs)}

@@ -22,7 +22,8 @@ def history_rows(path: Path) -> list[dict]:
 
 
 def time_to(rows: list[dict], threshold: float) -> float | None:
-    """Training seconds until the first epoch whose validation accuracy reaches ``threshold`` (None: never)."""
+    """Training seconds until the first epoch whose validation accuracy reaches ``threshold``
+    (None: never)."""
     for row in rows:
         if row.get("val_accuracy", 0.0) >= threshold:
             return round(row["time_s"], 1)
@@ -68,7 +69,8 @@ def targets(results: dict) -> dict:
     d, b = results["default"], results["baseline"]
     ours, theirs = d.get("seconds_to_92pct_val"), b.get("seconds_to_92pct_val")
     return {
-        "int8_accuracy_at_least_94": {"value": d["int8_test_accuracy"], "met": d["int8_test_accuracy"] >= 0.94},
+        "int8_accuracy_at_least_94": {"value": d["int8_test_accuracy"],
+                                      "met": d["int8_test_accuracy"] >= 0.94},
         "params_at_most_100k": {"value": d["params"], "met": d["params"] <= 100_000},
         "int8_file_at_most_128kb": {"value": d["int8_bytes"], "met": d["int8_bytes"] <= 128 * 1024},
         "int8_within_0.3_points": {"value": d["int8_drop_points"], "met": d["int8_drop_points"] <= 0.3},

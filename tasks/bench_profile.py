@@ -4,8 +4,8 @@ oneDNN — measured as training images per second on one real batch held in memo
 input excluded, the input pipeline is timed beside it and is more than 100x faster).
 
 Every variant runs in its own process (the thread pools and oneDNN are fixed when TensorFlow starts), and the
-list runs ``rounds`` times, interleaved, keeping the median: on a shared machine a busy minute then slows every
-variant of one round rather than one variant.
+list runs ``rounds`` times, interleaved, keeping the median: on a shared machine a busy minute then slows
+every variant of one round rather than one variant.
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ def run(work: Path, repo: Path, cnnpipe, rounds: int = 2, steps: int = 30) -> di
     for r in range(rounds):
         for i, (name, (batch, args, env)) in enumerate(VARIANTS.items()):
             out = work / f"profile_{r}_{i}.json"
-            cnnpipe(["bench-data", "--config", cfg, "--epochs", "1", "--train-steps", steps, "--batch-size", batch,
-                     *args, "--json-out", out], work, env=env)
+            cnnpipe(["bench-data", "--config", cfg, "--epochs", "1", "--train-steps", steps,
+                     "--batch-size", batch, *args, "--json-out", out], work, env=env)
             rates[name].append(json.loads(out.read_text())["training"]["images_per_second"])
     base = statistics.median(rates["default"])
     variants = {}

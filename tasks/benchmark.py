@@ -60,7 +60,8 @@ def fashion_input(work: Path) -> dict:
     cfg = REPO / "configs" / "fashion_mnist.yaml"
     out = {"ingest_seconds": _cnnpipe(["ingest", "--config", cfg], work)}
     result = work / "bench_data.json"
-    _cnnpipe(["bench-data", "--config", cfg, "--epochs", "3", "--train-steps", "40", "--json-out", result], work)
+    _cnnpipe(["bench-data", "--config", cfg, "--epochs", "3", "--train-steps", "40", "--json-out", result],
+             work)
     figures = json.loads(result.read_text())
     out["pipeline_images_per_second"] = figures["pipeline"]["images_per_second"]
     out["training_images_per_second"] = figures["training"]["images_per_second"]
@@ -80,7 +81,8 @@ def bench_file(model: Path, work: Path, kernels: str = "default") -> dict:
 
 
 def latency(work: Path) -> dict:
-    return {fmt: bench_file(work / f"exported/default/model_{fmt}.tflite", work) for fmt in ("float32", "int8")}
+    return {fmt: bench_file(work / f"exported/default/model_{fmt}.tflite", work)
+            for fmt in ("float32", "int8")}
 
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -179,7 +181,8 @@ def large_folder(work: Path, sizes=(10_000, 60_000), epoch_model: str = "[16, 32
     run = f"folder{big}"
     meta = data.read_meta(work / "runs" / run / "data")
     epoch = {"model_filters": epoch_model, "cache_auto_picks": input_pipeline.cache_mode(meta, "auto"),
-             "train_val_bytes": input_pipeline.split_bytes(meta), "free_memory_bytes": input_pipeline.free_memory()}
+             "train_val_bytes": input_pipeline.split_bytes(meta),
+             "free_memory_bytes": input_pipeline.free_memory()}
     sets = [*_data_sets(folder), "--set", f"model.filters={epoch_model}", "--set", "train.epochs=1",
             "--set", "train.warmup_epochs=0", "--set", "train.verbose=2"]
     _cnnpipe(["build", "--config", cfg, "--run", run, *sets], work)
@@ -208,7 +211,8 @@ def table(results: dict) -> str:
               default=Path("benchmarks/results"), show_default=True,
               help="Folder of results: <timestamp>.json and latest.json.")
 @click.option("--fashion-budget", type=float, default=900.0, show_default=True,
-              help="Training seconds for each Fashion-MNIST config (our default and the baseline); 0 skips them.")
+              help="Training seconds for each Fashion-MNIST config (our default and the baseline); "
+                   "0 skips them.")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               default=Path("benchmarks/work"), show_default=True, help="Scratch folder (emptied first).")
 @click.option("--large-folder/--no-large-folder", "large_folder_on", default=True, show_default=True,
@@ -235,7 +239,8 @@ def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
 
     marker = work / ".cnnpipe-benchmark"
     if work.exists() and any(work.iterdir()) and not marker.exists():
-        raise click.UsageError(f"--work {work}: not empty and not a benchmark scratch folder; refusing to empty it")
+        raise click.UsageError(f"--work {work}: not empty and not a benchmark scratch folder; "
+                               "refusing to empty it")
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -254,7 +259,8 @@ def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
 
         if not FASHION_DIR.is_dir():
             raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
-        results["fashion_vs_baseline"] = bench_fashion.compare(work, REPO, fashion_budget, _cnnpipe, bench_file)
+        results["fashion_vs_baseline"] = bench_fashion.compare(work, REPO, fashion_budget, _cnnpipe,
+                                                               bench_file)
     if (tasks_on and not only) or only_tasks:
         from tasks import bench_tasks
 

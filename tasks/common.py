@@ -28,7 +28,8 @@ class Context:
 def stage_options(func):
     """--config FILE, --run NAME, --set section.key=value (repeatable), --runs-dir DIR."""
     @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                  help="YAML config file (default: configs/default.yaml when present, else built-in defaults).")
+                  help="YAML config file (default: configs/default.yaml when present, "
+                       "else built-in defaults).")
     @click.option("--run", "run", default=None, metavar="NAME",
                   help="Run name: files go to runs/NAME/ (default: the config file's name).")
     @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",

@@ -58,7 +58,8 @@ def augmented_samples(data_dir: Path, cfg, count: int):
 
     meta = data.read_meta(data_dir)
     augment_fn = train.augmentation(cfg, meta)
-    ds = input_pipeline.train_dataset(data_dir, meta, count, cfg.train.seed, augment_fn, cache="none")  # one batch
+    ds = input_pipeline.train_dataset(data_dir, meta, count, cfg.train.seed, augment_fn,
+                                      cache="none")  # one batch
     images, labels = next(iter(ds.take(1)))
     ops = augment_fn.ops if augment_fn is not None else []
     return images.numpy(), labels.numpy(), meta, ops
@@ -70,7 +71,8 @@ def render_targets(cfg, meta: dict, images, targets, path: Path, title: str) -> 
     from pipeline import heads
 
     encoded = heads.encode_fn(cfg, meta)(images, targets)[1]
-    marks = "x: the cell the training target marks" if meta["task"] == "detect" else "right: the training target"
+    marks = ("x: the cell the training target marks" if meta["task"] == "detect"
+             else "right: the training target")
     return heads.figure(cfg, meta, np.clip(np.rint(images), 0, 255).astype(np.uint8), targets,
                         np.asarray(encoded), path, f"{title} ({marks})")
 

@@ -44,7 +44,8 @@ def runs(runs_dir: Path, sort: str, reverse: bool):
         return
     table = Table(title=f"runs in {runs_dir} (sorted by {sort}{', descending' if reverse else ''})")
     for column in runs_mod.COLUMNS:
-        table.add_column(column, justify="left" if column in ("run", "source", "preset", "state") else "right")
+        table.add_column(column,
+                         justify="left" if column in ("run", "source", "preset", "state") else "right")
     for row in rows:
         cells = [_fmt(row[c]) for c in runs_mod.COLUMNS]
         if row["why"]:

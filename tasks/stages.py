@@ -74,13 +74,15 @@ def _chief_only(ctx: Context, stage: str) -> bool:
     from pipeline import strategy
 
     if stage in ("evaluate", "export") and not strategy.is_chief(ctx.cfg.train):
-        echo(f"[{stage}] skipped on this worker: in multi-worker training only the chief evaluates and exports")
+        echo(f"[{stage}] skipped on this worker: in multi-worker training only the chief evaluates and "
+             "exports")
         return False
     return True
 
 
 def locked(ctx: Context):
-    """The run's lock for this command; a multi-worker task that is not the chief writes nothing, takes none."""
+    """The run's lock for this command; a multi-worker task that is not the chief writes nothing, takes
+    none."""
     import contextlib
 
     from pipeline import lock, strategy

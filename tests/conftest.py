@@ -48,8 +48,8 @@ def invoke_in(folder, args, **kw):
 
 
 def tensorflow_free_env(tmp_path, *, block_pipeline: bool = True) -> dict:
-    """Environment whose Python cannot import tensorflow or keras (nor, with ``block_pipeline``, this project's
-    packages): what a device with only the bundle's requirements has."""
+    """Environment whose Python cannot import tensorflow or keras (nor, with ``block_pipeline``, this
+    project's packages): what a device with only the bundle's requirements has."""
     blocker = Path(tmp_path) / "blocker"
     for name in ("tensorflow", "keras") + (("pipeline", "tasks") if block_pipeline else ()):
         (blocker / name).mkdir(parents=True, exist_ok=True)
@@ -59,7 +59,8 @@ def tensorflow_free_env(tmp_path, *, block_pipeline: bool = True) -> dict:
 
 
 def one_line_error(result, code, *needles):
-    """The command failed with ``code`` and one ``error:`` line holding every needle, no traceback; returns it."""
+    """The command failed with ``code`` and one ``error:`` line holding every needle, no traceback;
+    returns it."""
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]

@@ -8,6 +8,8 @@ import os
 import numpy as np
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
 def _convert(model, mode: str, rep: np.ndarray) -> bytes:
     """TFLite bytes at a fixed batch of 1. Modes: float32 float16 dynamic int8 uint8 int8_float_io int16x8."""
     from pipeline import export

@@ -70,7 +70,8 @@ def test_publish_dir_replaces_whole_folder(tmp_path):
 
 def test_publish_dir_recovers_a_swap_killed_between_its_renames(tmp_path):
     dest = tmp_path / "exported" / "run"
-    _folder(tmp_path / "exported" / ".run.old", "model.tflite", "last good", bundle=True)  # renamed away, killed
+    _folder(tmp_path / "exported" / ".run.old", "model.tflite", "last good",
+            bundle=True)  # renamed away, killed
     staging = _folder(tmp_path / "exported" / ".run.staging", "model.tflite", "new")
     artifacts.publish_dir(staging, dest)
     assert (dest / "model.tflite").read_text() == "new"

@@ -134,7 +134,8 @@ def test_preview_and_bench_data_commands(workdir):
     assert result.exit_code == 0, result.output
     figures = json.loads((workdir / "bench.json").read_text())
     assert figures["pipeline"]["images_per_second"] > 0 and figures["augmentation"] == ["translate", "mixup"]
-    assert figures["cache"] == "memory" and "cache: memory" in result.output  # 1,797 digits fit: auto keeps them
+    # 1,797 digits fit: auto keeps them
+    assert figures["cache"] == "memory" and "cache: memory" in result.output
     assert figures["pipeline"]["images_per_epoch"] == json.loads(
         (workdir / "runs" / "aug" / "data" / "classes.json").read_text())["counts"]["train"]
     result = invoke(["preview", "--run", "never_ingested"])

@@ -10,8 +10,6 @@ from conftest import DEFAULT_CONFIG, TINY, invoke, one_line_error
 from pipeline import artifacts
 
 
-
-
 def _no_stage_written(root, run, stage="data"):
     d = root / "runs" / run / stage
     assert not (d / "manifest.json").exists()
@@ -100,10 +98,12 @@ def test_corrupt_keras_file_given_to_evaluate_export_and_build(workdir):
     model.write_bytes(b"PK\x03\x04" + b"\x00" * 100)  # the trained model truncated after the fact
     for stage in ("evaluate", "export"):
         result = invoke([stage, *args])
-        one_line_error(result, 2, "stage train of run bad is stale", "output model.keras is missing or changed")
+        one_line_error(result, 2, "stage train of run bad is stale",
+                       "output model.keras is missing or changed")
     assert not (workdir / "runs/bad/eval").exists()
     assert not (workdir / "exported").exists()
-    result = invoke(["run", "--until", "build", *args, "--run", "transfer", "--set", f"model.base_model={model}"])
+    result = invoke(["run", "--until", "build", *args, "--run", "transfer",
+                     "--set", f"model.base_model={model}"])
     assert result.exit_code != 0
     one_line_error(result, result.exit_code, str(model), "not a readable .keras model")
     assert not (workdir / "runs/transfer/model/model.keras").exists()

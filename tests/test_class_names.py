@@ -1,5 +1,5 @@
-"""Class names users give: a line break or non-UTF-8 bytes stop ingest naming the folder; split-folder names never
-switch the layout silently; report-key names, emoji, quotes and accents work end to end."""
+"""Class names users give: a line break or non-UTF-8 bytes stop ingest naming the folder; split-folder names
+never switch the layout silently; report-key names, emoji, quotes and accents work end to end."""
 from __future__ import annotations
 
 import json
@@ -25,8 +25,6 @@ def folder(root, names, per_class=4):
         for i in range(per_class):
             png(root / name / f"{i}.png", 20 + 30 * c + i)
     return root
-
-
 
 
 def nothing_written(workdir, run="bad"):

@@ -12,7 +12,8 @@ from tasks.cli import COMMANDS
 def test_every_command_has_help(name):
     result = invoke([name, "--help"])
     assert result.exit_code == 0
-    assert result.output.startswith(f"Usage: cli {name}") or result.output.startswith(f"Usage: cnnpipe {name}")
+    assert (result.output.startswith(f"Usage: cli {name}")
+            or result.output.startswith(f"Usage: cnnpipe {name}"))
 
 
 def test_group_help_lists_every_command():
@@ -26,7 +27,8 @@ def test_help_does_not_import_tensorflow():
     code = ("import sys; from tasks.cli import cli\n"
             "try:\n    cli(['--help'], prog_name='cnnpipe')\nexcept SystemExit:\n    pass\n"
             "for name in ['train', 'export', 'predict']:\n"
-            "    try:\n        cli([name, '--help'], prog_name='cnnpipe')\n    except SystemExit:\n        pass\n"
+            "    try:\n        cli([name, '--help'], prog_name='cnnpipe')\n"
+            "    except SystemExit:\n        pass\n"
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -1,5 +1,5 @@
-"""csv:<file>: the format (header optional, quoted fields, relative paths), the same splits as a folder source and
-an IDX source for the same images, the source identity, and every bad CSV as one line naming the row."""
+"""csv:<file>: the format (header optional, quoted fields, relative paths), the same splits as a folder source
+and an IDX source for the same images, the source identity, and every bad CSV as one line naming the row."""
 from __future__ import annotations
 
 import gzip
@@ -130,8 +130,8 @@ BAD = [
     ("one.csv", "ant/0000.png,ant\nbee/0001.png\n", "row 2: 1 column(s), expected 2"),
     ("nolabel.csv", "ant/0000.png,ant\nbee/0001.png,\n", "row 2: empty label"),
     ("nopath.csv", "ant/0000.png,ant\n,bee\n", "row 2: empty path"),
-    ("twice.csv", "ant/0000.png,ant\nbee/0001.png,bee\n./ant/0000.png,bee\n", "row 3: ./ant/0000.png is already "
-                                                                               "listed in row 1"),
+    ("twice.csv", "ant/0000.png,ant\nbee/0001.png,bee\n./ant/0000.png,bee\n",
+     "row 3: ./ant/0000.png is already listed in row 1"),
     ("dir.csv", "ant/0000.png,ant\nbee,bee\n", "row 2: bee: not a file"),
     ("newline.csv", 'ant/0000.png,ant\nbee/0001.png,"be\ne"\n', "row 3: label 'be\\ne' holds a line break"),
     ("single.csv", "ant/0000.png,ant\nant/0003.png,ant\n", "needs at least 2 labels, found 1 (ant)"),

@@ -1,5 +1,6 @@
 """``train.deterministic: true``: two runs of the same config, each from scratch in its own run folder,
-give byte-identical ``eval/metrics.json`` and the same training history (but its wall-time columns), and the manifest records what repeats them."""
+give byte-identical ``eval/metrics.json`` and the same training history (but its wall-time columns), and the
+manifest records what repeats them."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,6 +22,7 @@ def test_two_deterministic_runs_are_byte_identical(tmp_path):
     metrics = [(d / "eval" / "metrics.json").read_bytes() for d in (first, second)]
     assert metrics[0] == metrics[1]
     assert artifacts.read_json(first / "eval" / "metrics.json")["accuracy"] > 0.5
+
     def values(run_dir):  # every column but the two wall-time ones, which no seed can repeat
         return [{k: v for k, v in row.items() if k not in ("epoch_s", "time_s")} for row in history(run_dir)]
 

@@ -23,6 +23,8 @@ from pipeline.errors import PipelineError
 from edge_models import NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="session")
 def bundle(tiny_models, tmp_path_factory):
     """A bundle like a published one: predict.py, requirements, two models, card, labels; labelled PNGs."""
@@ -50,8 +52,6 @@ def bundle(tiny_models, tmp_path_factory):
         (pil.convert("RGB") if n == 0 else pil).save(path)
         paths.append(path)
     return {"dir": folder, "images": paths, "labels": [NAMES[y[i]] for i in right]}
-
-
 
 
 def _run(args, env, cwd) -> subprocess.CompletedProcess:

@@ -148,9 +148,11 @@ def test_filtered_stderr_drops_the_quantizer_line_around_a_block(capfd):
 def test_an_allocation_too_large_for_memory_is_one_line(workdir):
     from conftest import DEFAULT_CONFIG, invoke
 
-    result = invoke(["ingest", "--config", DEFAULT_CONFIG, "--run", "big", "--set", "data.image_size=[6000, 6000]"])
+    result = invoke(["ingest", "--config", DEFAULT_CONFIG, "--run", "big",
+                     "--set", "data.image_size=[6000, 6000]"])
     assert result.exit_code == 1, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: not enough memory: Unable to allocate"), result.output
+    assert (len(errors) == 1
+            and errors[0].startswith("error: not enough memory: Unable to allocate")), result.output
     assert "use a smaller data.image_size" in errors[0] and "Traceback" not in result.output
     assert not (workdir / "runs/big/data/manifest.json").exists()

@@ -1,5 +1,5 @@
-"""Streaming ingest: shards byte-identical whatever the worker count, WEBP/TIFF read, unread formats reported by
-extension, dedupe while streaming, nothing left behind by a failed ingest; streamed reads of the shards
+"""Streaming ingest: shards byte-identical whatever the worker count, WEBP/TIFF read, unread formats reported
+by extension, dedupe while streaming, nothing left behind by a failed ingest; streamed reads of the shards
 (labels, images at indices, cache modes, byte-sized shuffle buffer)."""
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ def test_shards_are_split_into_shard_size_records(tmp_path):
     root = make_folder(tmp_path / "imgs", per_class=120)
     out = tmp_path / "out"
     ingest.run(cfg_for(f"folder:{root}", workers=1), out)
-    assert [p.name for p in data.shards(out, "train")] == [f"train-{k:05d}-of-00003.tfrecord" for k in range(3)]
+    assert [p.name for p in data.shards(out, "train")] == [f"train-{k:05d}-of-00003.tfrecord"
+                                                           for k in range(3)]
     x, y = data.load_split(out, "train")
     assert x.shape == (231, 8, 10, 3) and np.bincount(y).tolist() == [77, 77, 77]
     assert (x[..., 0] == (y * 80 + 10)[:, None, None]).all()  # every image carries its own class
@@ -146,7 +147,8 @@ def test_unreadable_class_is_an_error_naming_it(tmp_path):
     for i in range(3):
         (root / "dog" / f"{i}.jpg").write_bytes(b"\xff\xd8 broken")
     out = tmp_path / "out"
-    with pytest.raises(PipelineError, match=r"no image of class 'dog' could be read \(e.g. .*dog/[012].jpg: "):
+    with pytest.raises(PipelineError,
+                       match=r"no image of class 'dog' could be read \(e.g. .*dog/[012].jpg: "):
         ingest.run(cfg_for(f"folder:{root}", workers=1), out)
     assert not list(out.glob("*.tfrecord"))
 

@@ -57,8 +57,6 @@ def test_generator_without_espeak_is_one_line(workdir, monkeypatch):
     assert not (workdir / "kw").exists()
 
 
-
-
 @needs_espeak
 @pytest.mark.slow  # about 2 minutes: speaking 172 clips, training the DS-CNN, export with TFLM
 def test_keywords_config_end_to_end_and_predict_wav_without_tensorflow(workdir):

@@ -194,7 +194,8 @@ def test_odd_class_folder_names_work_end_to_end(workdir):
             img[band] += 200
             Image.fromarray(img).save(workdir / "data" / name / f"{i}.png")
     result = invoke(["run", "--config", DEFAULT_CONFIG, "--run", "odd", "--set", "data.source=folder:data",
-                     "--set", "data.test_fraction=0.25", "--set", "model.filters=[8]", "--set", "model.dense=[16]",
+                     "--set", "data.test_fraction=0.25", "--set", "model.filters=[8]",
+                     "--set", "model.dense=[16]",
                      "--set", "train.epochs=3", "--set", "train.warmup_epochs=0", "--set", "train.verbose=0",
                      "--set", "export.representative_samples=50", "--set", "export.golden_vectors=4"])
     assert result.exit_code == 0, result.output
@@ -204,13 +205,13 @@ def test_odd_class_folder_names_work_end_to_end(workdir):
     micro_dir = bundle / "micro"
     (micro_dir / "main.cc").write_text(ODD_MAIN_CC.replace("COMMENTS", "").replace("== 10", "== 3")
                                        .replace("g_model_arena_bytes == 4096", "g_model_arena_bytes > 0"))
-    out = subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "main.cc", "model_data.cc", "-o",
-                          "check"], cwd=micro_dir, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "main.cc", "model_data.cc",
+                          "-o", "check"], cwd=micro_dir, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     run = subprocess.run([str(micro_dir / "check")], capture_output=True, timeout=30)
     assert run.returncode == 0 and run.stdout.decode("utf-8").splitlines() == sorted(names)
     image = workdir / "data" / names[0] / "0.png"
-    out = subprocess.run([sys.executable, "predict.py", "--json", str(image)], cwd=bundle, capture_output=True,
-                         text=True, encoding="utf-8", timeout=120)
+    out = subprocess.run([sys.executable, "predict.py", "--json", str(image)], cwd=bundle,
+                         capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["top"][0]["label"] == names[0]

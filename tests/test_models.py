@@ -16,7 +16,8 @@ def _cfg(*sets):
     ("ds_cnn", (49, 10, 1)), ("mobilenet", (96, 96, 3)),
 ])
 def test_presets_build_and_output_probabilities(preset, shape):
-    model = models.build(_cfg(f"model.preset={preset}", "model.filters=[8, 16]", "model.width=0.25"), shape, 5)
+    model = models.build(_cfg(f"model.preset={preset}", "model.filters=[8, 16]", "model.width=0.25"),
+                         shape, 5)
     assert model.output_shape == (None, 5)
     x = np.random.default_rng(0).integers(0, 256, (3, *shape)).astype("float32")
     probs = model.predict(x, verbose=0)
@@ -48,11 +49,12 @@ def test_small_pools_globally_above_8x8_and_flattens_below():
 
 
 def test_too_small_images_and_missing_base_are_config_errors():
-    with pytest.raises(ConfigError, match=r"data.image_size: 4x4 is too small for the model's pooling and kernels "
-                                          r"\(model.preset small: layer\[4\] \(conv\): kernel 3x3 is larger"):
+    with pytest.raises(ConfigError, match=r"data.image_size: 4x4 is too small for the model's pooling and "
+                                          r"kernels \(model.preset small: layer\[4\] \(conv\): kernel 3x3 is "
+                                          r"larger"):
         models.build(_cfg("model.filters=[8, 16, 32]"), (4, 4, 1), 10)
-    with pytest.raises(ConfigError, match=r"8x8 is too small .* kernel 3x3 is larger than its input 2x2x8 \(the "
-                                          r"spatial size would reach zero\)"):
+    with pytest.raises(ConfigError, match=r"8x8 is too small .* kernel 3x3 is larger than its input 2x2x8 "
+                                          r"\(the spatial size would reach zero\)"):
         models.build(_cfg("model.filters=[8, 8]", "model.strides=4", "model.padding=valid",
                           "model.pool_size=1"), (8, 8, 1), 10)
     with pytest.raises(ConfigError, match=r"kernel 9 is larger than its input 8x1"):
@@ -66,8 +68,8 @@ def test_too_small_images_and_missing_base_are_config_errors():
 def test_model_too_large_for_memory_is_refused_before_keras():
     with pytest.raises(ConfigError, match=r"^model.preset small: the model cannot be built on this machine: "
                                           r"90.1 G parameters \(1.4 TB to train in float32\) and 107.2 MB of "
-                                          r"activations per image, [\d.]+ [KMGT]?B of memory available; use a "
-                                          r"smaller data.image_size or fewer filters$"):
+                                          r"activations per image, [\d.]+ [KMGT]?B of memory available; "
+                                          r"use a smaller data.image_size or fewer filters$"):
         models.build(_cfg("model.filters=[100000, 100000]"), (8, 8, 1), 10)
     totals = models.summary.estimate(models.plan(_cfg(), (8, 8, 1), 10))
     models.summary.check_memory(totals, "model", available=16 * 53290 + 4 * totals["activation_elements"])

@@ -116,7 +116,8 @@ def test_rerun_skips_and_export_key_reruns_export_only(tiny_run, monkeypatch):
 
 def test_stage_functions_as_a_library(tmp_path):
     cfg = config.load(DEFAULT_CONFIG, [s for s in TINY if s != "--set"] +
-                      ["train.epochs=2", "export.max_accuracy_drop=100", f"export.dest={tmp_path / 'exported'}"])
+                      ["train.epochs=2", "export.max_accuracy_drop=100",
+                       f"export.dest={tmp_path / 'exported'}"])
     run_dir = tmp_path / "runs" / "lib"
     results = [stages.STAGES[name](cfg, run_dir) for name in stages.ORDER]
     assert [r.skipped for r in results] == [False] * 5
@@ -129,7 +130,8 @@ def test_stage_out_of_order_is_a_usage_error(workdir):
     result = invoke(["export", "--config", DEFAULT_CONFIG, "--run", "fresh"])
     assert result.exit_code == 2
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert errors == ["error: runs/fresh/data/manifest.json: not found; run `cnnpipe ingest` before `cnnpipe export`"]
+    assert errors == ["error: runs/fresh/data/manifest.json: not found; run `cnnpipe ingest` before "
+                      "`cnnpipe export`"]
     assert not (workdir / "exported").exists()
 
 
@@ -162,7 +164,8 @@ def test_stages_need_a_committed_ingest(workdir):
     (workdir / "runs/half/data/manifest.json").unlink()  # as if ingest was killed before committing
     result = invoke(["build", *args])
     assert result.exit_code == 2
-    assert "runs/half/data/manifest.json: not found; run `cnnpipe ingest` before `cnnpipe build`" in result.output
+    assert ("runs/half/data/manifest.json: not found; run `cnnpipe ingest` before `cnnpipe build`"
+            in result.output)
     assert not (workdir / "runs/half/model/model.keras").exists()
 
 

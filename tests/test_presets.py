@@ -72,8 +72,9 @@ def test_preset_trains_and_exports_full_int8(preset, workdir):
     device = card["device"]
     assert device["measured"]["int8_bytes"] == int8["bytes"]
     assert device["measured"]["arena_bytes"] == card["micro"]["arena_bytes"]
-    figures = {"preset": preset, "params": card["keras"]["params"], "keras_accuracy": card["keras"]["accuracy"],
-               "int8_accuracy": int8["parity"]["accuracy"], **device["estimated"], **device["measured"]}
+    figures = {"preset": preset, "params": card["keras"]["params"],
+               "keras_accuracy": card["keras"]["accuracy"], "int8_accuracy": int8["parity"]["accuracy"],
+               **device["estimated"], **device["measured"]}
     print("FIGURES", json.dumps(figures))
     assert 0.75 <= device["measured"]["arena_bytes_vs_estimate"] <= 1.25
     assert 0.75 <= device["measured"]["int8_bytes_vs_estimate"] <= 1.25

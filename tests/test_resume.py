@@ -190,12 +190,14 @@ def _kill_after_first_checkpoint(args, tmp_path, run_dir) -> int:
 
 
 def test_presentation_keys_and_more_epochs_keep_the_checkpoint(prepared, tmp_path):
-    """train.verbose, data.shard_size and a larger train.epochs continue the checkpoint, schedule stretched."""
+    """train.verbose, data.shard_size and a larger train.epochs continue the checkpoint,
+    schedule stretched."""
     run_dir = copy_prepared(prepared, tmp_path / "runs")
     done = _kill_after_first_checkpoint(cli_args("train", tmp_path / "runs", "train.epochs=4",
                                                  "train.patience=100"), tmp_path, run_dir)
     more = ("train.epochs=6", "train.patience=100", "train.verbose=1", "data.shard_size=500")
-    output = run(cli_args("run", tmp_path / "runs", *more) + ["--until", "train"], tmp_path, tmp_path / "more.log")
+    output = run(cli_args("run", tmp_path / "runs", *more) + ["--until", "train"], tmp_path,
+                 tmp_path / "more.log")
     assert f"resuming from epoch {done}" in output and "starts fresh" not in output
     assert "train-00000-of-00003.tfrecord" in output  # ingest really ran again with the new shard size
     rows = history(run_dir)
@@ -215,7 +217,7 @@ def test_a_changed_training_key_starts_fresh_and_says_so(prepared, tmp_path):
 
 
 def test_a_disk_that_fills_during_training_is_one_line_and_keeps_the_last_checkpoint(prepared, tmp_path,
-                                                                                      monkeypatch):
+                                                                                     monkeypatch):
     import shutil as real_shutil
 
     from conftest import invoke
@@ -255,7 +257,8 @@ def test_time_budget_stops_after_the_epoch_that_spends_it_and_history_records_wa
     summary = train.fit(run_dir / "model" / "model.keras", run_dir / "data", cfg, run_dir / "train")
     assert summary["epochs_run"] == 1
     rows = history(run_dir)
-    assert len(rows) == 1 and float(rows[0]["epoch_s"]) > 0 and float(rows[0]["time_s"]) == float(rows[0]["epoch_s"])
+    assert (len(rows) == 1 and float(rows[0]["epoch_s"]) > 0
+            and float(rows[0]["time_s"]) == float(rows[0]["epoch_s"]))
     state = artifacts.read_json(run_dir / "train" / "checkpoint" / "state.json")
     assert state["early_stopping"]["stopped_by"] == "train.time_budget_s"
     again = train.fit(run_dir / "model" / "model.keras", run_dir / "data", cfg, run_dir / "train")

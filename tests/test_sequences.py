@@ -214,8 +214,6 @@ TINY_SEQ = ["--set", "model.preset=conv1d", "--set", "model.filters=[8, 16]", "-
             "--set", "export.golden_vectors=4", "--set", "export.max_class_drop=10"]
 
 
-
-
 @pytest.mark.slow  # about 40 s: ingest, train, evaluate, export with TFLM, two predict processes
 def test_npz_run_end_to_end_and_predict_npy_without_tensorflow(workdir):
     x, y = waves(40)

@@ -230,8 +230,9 @@ def test_folder_lists_files_without_decoding(image_folder):
     assert data.class_names == ["cat", "dog"]  # the empty 'bird' folder is left out ...
     assert any("'bird'" in note for note in data.notes)  # ... with a note
     names = [p.rsplit("/", 1)[1] for p in paths]
-    assert names == ["a.jpg", "b.png", "c.png", "d.BMP", "text.png", "corrupt.jpg", "e.gif", "f.jpeg", "g.png",
-                     "zero.png"]  # class, then path component by component (cat/sub/d.BMP before cat/text.png)
+    # class, then path component by component (cat/sub/d.BMP before cat/text.png)
+    assert names == ["a.jpg", "b.png", "c.png", "d.BMP", "text.png", "corrupt.jpg", "e.gif", "f.jpeg",
+                     "g.png", "zero.png"]
     assert list(y) == [0] * 5 + [1] * 5
     assert data.ignored["by_extension"] == {".txt": 1} and data.input_files == []
 
@@ -251,8 +252,8 @@ def test_folder_formats_broken_files_and_empty_class(image_folder, tmp_path):
 
 
 def test_folder_grayscale_output_and_pad_policy(image_folder, tmp_path):
-    _, _, splits = ingest_folder(image_folder, tmp_path / "out", channels=1, image_size=[20, 20], resize="pad",
-                                 val_fraction=0.2, test_fraction=0.2)
+    _, _, splits = ingest_folder(image_folder, tmp_path / "out", channels=1, image_size=[20, 20],
+                                 resize="pad", val_fraction=0.2, test_fraction=0.2)
     x = np.concatenate([splits[s][0] for s in splits])
     assert x.shape == (7, 20, 20, 1)
     assert x[:, :2].max() == 0  # letterboxed: 16 -> 20 rows padded with black

@@ -39,7 +39,8 @@ def test_malformed_blocks_fail_at_config_load(layers, message):
 @pytest.mark.parametrize("layers, shape, message", [
     ([{"conv": {"filters": 4, "kernel": 5}}], (4, 4, 1),
      r"^model.layers\[0\] \(conv\): kernel 5x5 is larger than its input 4x4x1$"),
-    ([{"conv": {"filters": 4, "kernel": 3}}, {"conv": {"filters": 4, "kernel": 5, "padding": "valid"}}], (4, 4, 1),
+    ([{"conv": {"filters": 4, "kernel": 3}}, {"conv": {"filters": 4, "kernel": 5, "padding": "valid"}}],
+     (4, 4, 1),
      r"^model.layers\[1\] \(conv\): kernel 5x5 is larger than its input 4x4x4 \(the spatial size would reach"
      r" zero\)$"),
     ([{"pool": {}}, {"pool": {}}, {"pool": {}}, {"pool": {}}], (8, 8, 1),
@@ -63,19 +64,20 @@ def test_shape_errors_name_block_and_shapes(layers, shape, message):
 
 
 def test_preset_shape_errors_name_the_image_size_and_the_layer():
-    with pytest.raises(ConfigError, match=r"^data.image_size: 8x8 is too small for the model's pooling and kernels "
-                                          r"\(model.preset lenet5: layer\[3\] \(conv\): kernel 5x5 is larger than "
-                                          r"its input 4x4x6 \(the spatial size would reach zero\)\); use larger images or "
-                                          r"fewer blocks$"):
+    with pytest.raises(ConfigError, match=r"^data.image_size: 8x8 is too small for the model's pooling and "
+                                          r"kernels \(model.preset lenet5: layer\[3\] \(conv\): kernel 5x5 "
+                                          r"is larger than its input 4x4x6 \(the spatial size would reach "
+                                          r"zero\)\); use larger images or fewer blocks$"):
         models.build(config.load(None, ["model.preset=lenet5"]).model, (8, 8, 1), 10)
     # 8x8 -> 4x4 -> 2x2: a 3x3 kernel on a 2x2 map only sees padding
-    with pytest.raises(ConfigError, match=r"model.preset small: layer\[8\] \(conv\): kernel 3x3 is larger than "
-                                          r"its input 2x2x16"):
+    with pytest.raises(ConfigError, match=r"model.preset small: layer\[8\] \(conv\): kernel 3x3 is larger "
+                                          r"than its input 2x2x16"):
         models.build(config.load(None, ["model.filters=[8, 16, 32]"]).model, (8, 8, 1), 10)
 
 
 def test_spec_builds_the_described_graph():
-    layers = [{"conv": {"filters": 16, "kernel": 3, "stride": 2, "padding": "same"}}, {"bn": {}}, {"relu": {}},
+    layers = [{"conv": {"filters": 16, "kernel": 3, "stride": 2, "padding": "same"}}, {"bn": {}},
+              {"relu": {}},
               {"separable_conv": {"filters": 32, "kernel": 3}},
               {"pool": {"type": "max", "size": 2}},
               {"residual": [{"conv": {"filters": 32, "kernel": 3}}, {"bn": {}}, {"relu": {}},
@@ -99,7 +101,8 @@ def test_spec_builds_the_described_graph():
 
 
 def test_identity_residual_and_conv1d_sequence():
-    model = models.build(_model([{"conv": {"filters": 8}}, {"residual": [{"conv": {"filters": 8}}, {"relu": {}}]}]),
+    model = models.build(_model([{"conv": {"filters": 8}},
+                                 {"residual": [{"conv": {"filters": 8}}, {"relu": {}}]}]),
                          (8, 8, 1), 3)
     assert "b1_proj" not in [layer.name for layer in model.layers]  # same shape: the skip is the identity
     seq = models.build(_model([{"conv1d": {"filters": 4, "kernel": 5, "stride": 2}}, {"pool": {"size": 2}},

@@ -13,8 +13,6 @@ from pipeline import artifacts, export, lock, stages
 QUICK = ["--set", "train.epochs=2", "--set", "export.max_accuracy_drop=100"]
 
 
-
-
 def _tree(folder):
     return {p.relative_to(folder).as_posix(): artifacts.sha256_file(p)
             for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
@@ -64,7 +62,8 @@ def test_a_retrain_makes_every_downstream_stage_stale(mine, tmp_path):
     assert artifacts.manifest_id(new_train) != artifacts.manifest_id(old_train)
     cfg = _cfg(mine)
     assert not stages.status(cfg, tmp_path / "runs/g", "evaluate").fresh
-    assert stages.status(cfg, tmp_path / "runs/g", "evaluate").reason == "upstream stage train changed since it ran"
+    assert (stages.status(cfg, tmp_path / "runs/g", "evaluate").reason
+            == "upstream stage train changed since it ran")
     result = invoke(["run", *mine])
     assert result.exit_code == 0, result.output
     assert result.output.count("up to date") == 3  # ingest, build, train
@@ -105,7 +104,8 @@ def test_publishing_refuses_a_folder_it_did_not_make(mine, tmp_path):
     photos.mkdir(parents=True)
     (photos / "cat.jpg").write_bytes(b"my photo")
     result = invoke(["export", *mine, "--set", "export.dest=data"])
-    one_line_error(result, 1, "data/g: exists and is not a bundle cnnpipe published", "refusing to replace it")
+    one_line_error(result, 1, "data/g: exists and is not a bundle cnnpipe published",
+                   "refusing to replace it")
     assert _tree(tmp_path / "data") == {"g/cat.jpg": artifacts.sha256_file(photos / "cat.jpg")}
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["g"]  # no staging folder left
 
@@ -130,7 +130,8 @@ def test_a_second_command_on_a_locked_run_stops_naming_the_holder(mine, tmp_path
 
 
 def test_a_lock_left_by_a_killed_process_is_taken_over(mine, tmp_path):
-    (tmp_path / "runs/g/.lock").write_text(json.dumps({"pid": 999999, "host": "gone", "command": "cnnpipe run",
+    (tmp_path / "runs/g/.lock").write_text(json.dumps({"pid": 999999, "host": "gone",
+                                                       "command": "cnnpipe run",
                                                        "started": time.time() - 60}))
     result = invoke(["evaluate", *mine])
     assert result.exit_code == 0, result.output
@@ -162,7 +163,8 @@ def test_a_corrupt_shard_is_found_by_its_sha256_before_training(mine, tmp_path):
     os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     before = _tree(tmp_path / "runs/g/train")
     result = invoke(["train", *mine, "--force"])
-    one_line_error(result, 1, shard.name, "corrupt (sha256 differs from the ingest manifest)", "cnnpipe ingest --force")
+    one_line_error(result, 1, shard.name, "corrupt (sha256 differs from the ingest manifest)",
+                   "cnnpipe ingest --force")
     assert _tree(tmp_path / "runs/g/train") == before  # the last good training is kept
 
 
@@ -177,8 +179,8 @@ def test_the_class_gate_catches_a_class_that_int8_wipes_out(mine, tmp_path, monk
 
     monkeypatch.setattr(export, "convert", calibrate_on_one_class)
     result = invoke(["export", *mine, "--force"])  # the overall limit is 100 points: only the class gate acts
-    line = one_line_error(result, 1, "export gate failed: model_int8.tflite loses", "points of recall on class",
-                      "export.max_class_drop = 5.0", "nothing published")
+    line = one_line_error(result, 1, "export gate failed: model_int8.tflite loses",
+                          "points of recall on class", "export.max_class_drop = 5.0", "nothing published")
     name = line.split("on class '")[1].split("'")[0]
     failed = (tmp_path / "runs/g/export/report_failed.md").read_text()
     assert "## Gate failed" in failed and f"class '{name}'" in failed

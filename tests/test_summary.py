@@ -65,7 +65,8 @@ def test_build_prints_table_and_writes_summary_json(workdir):
     assert invoke(["ingest", *args]).exit_code == 0
     result = invoke(["build", *args])
     assert result.exit_code == 0, result.output
-    assert "b4_conv                conv                    4x4x64     18,432      294,912      8x8" in result.output
+    assert ("b4_conv                conv                    4x4x64     18,432      294,912      8x8"
+            in result.output)
     assert "parameters 53,290   MACs per inference 347,392 (347.4 K)" in result.output
     assert "largest layer: b10_dense (32,896 parameters)" in result.output
     saved = json.loads((workdir / "runs/s/model/summary.json").read_text())
@@ -75,10 +76,10 @@ def test_build_prints_table_and_writes_summary_json(workdir):
 
 
 @pytest.mark.parametrize("budget, message", [
-    ("{flash_kb: 20}", r"^error: model.budget.flash_kb: the int8 file is estimated at [\d.]+ KB, over the budget "
-                       r"of 20 KB; the largest layer is b10_dense \(32,896 parameters\)$"),
-    ("{ram_kb: 2}", r"^error: model.budget.ram_kb: the tensor arena is estimated at [\d.]+ KB, over the budget of "
-                    r"2 KB; the largest activations are at b3_pool \([\d,]+ B live\)$"),
+    ("{flash_kb: 20}", r"^error: model.budget.flash_kb: the int8 file is estimated at [\d.]+ KB, over the "
+                       r"budget of 20 KB; the largest layer is b10_dense \(32,896 parameters\)$"),
+    ("{ram_kb: 2}", r"^error: model.budget.ram_kb: the tensor arena is estimated at [\d.]+ KB, over the "
+                    r"budget of 2 KB; the largest activations are at b3_pool \([\d,]+ B live\)$"),
 ])
 def test_over_budget_stops_build_and_writes_nothing(workdir, budget, message):
     import re

@@ -32,7 +32,8 @@ DET = ["--set", "data.source=scenes:detect,n=120,size=48", "--set", "detect.thre
        "--set", "train.epochs=3", "--set", "train.batch_size=8"]
 SEG = ["--set", "data.source=scenes:segment,n=120,size=32", *FAST]
 BUILTIN_INT8 = {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "SOFTMAX", "CONCATENATION",
-                "TRANSPOSE_CONV", "ADD", "MUL", "RESHAPE", "QUANTIZE", "DEQUANTIZE", "RELU", "PAD", "LOGISTIC"}
+                "TRANSPOSE_CONV", "ADD", "MUL", "RESHAPE", "QUANTIZE", "DEQUANTIZE", "RELU", "PAD",
+                "LOGISTIC"}
 
 
 def _run_task(tmp_path_factory, name, config, args):
@@ -571,8 +572,8 @@ def test_preview_draws_augmented_samples_with_their_targets(det_run, seg_run, ta
 
 def test_bench_data_times_a_detection_pipeline(det_run):
     out = det_run["root"] / "bench_data.json"
-    result = invoke_in(det_run["root"], ["bench-data", *det_run["args"], "--epochs", "1", "--train-steps", "2",
-                                         "--json-out", str(out)])
+    result = invoke_in(det_run["root"], ["bench-data", *det_run["args"], "--epochs", "1",
+                                         "--train-steps", "2", "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     figures = _json(out)
     assert figures["augmentation"] == ["hflip", "vflip", "translate"]

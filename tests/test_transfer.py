@@ -117,7 +117,8 @@ def test_unfreeze_keeps_batch_norm_frozen(tmp_path):
     m = config.load(None, ["model.filters=[4, 8]", "model.dense=[16]"]).model
     base = models.build(m, (8, 8, 1), 10)
     base.save(tmp_path / "base.keras")
-    model = models.build(config.load(None, [f"model.base_model={tmp_path / 'base.keras'}"]).model, (8, 8, 1), 3)
+    model = models.build(config.load(None, [f"model.base_model={tmp_path / 'base.keras'}"]).model,
+                         (8, 8, 1), 3)
     assert model.get_layer("base").trainable is False and len(model.trainable_weights) == 2  # the new layer
     from pipeline.models import transfer
 
@@ -125,10 +126,11 @@ def test_unfreeze_keeps_batch_norm_frozen(tmp_path):
     assert inner.layers[-1].name == "b8_flatten"  # cut before the dense head (dropout, b10_dense, dropout)
     assert transfer.unfreeze(model, "b4_conv") == 1  # b4_conv; b5_bn stays frozen
     assert [layer.name for layer in inner.layers if layer.trainable and layer.weights] == ["b4_conv"]
-    assert all(not layer.trainable for layer in inner.layers if isinstance(layer, keras.layers.BatchNormalization))
+    assert all(not layer.trainable for layer in inner.layers
+               if isinstance(layer, keras.layers.BatchNormalization))
     assert transfer.unfreeze(model, -1) == 0 and transfer.unfreeze(model, "") == 2  # the convs, no bn
-    with pytest.raises(ConfigError, match=r"model.unfreeze_from: 'nope' is not a layer of the base \(first layers: "
-                                          r"pixels, rescale, b0_conv"):
+    with pytest.raises(ConfigError, match=r"model.unfreeze_from: 'nope' is not a layer of the base "
+                                          r"\(first layers: pixels, rescale, b0_conv"):
         transfer.unfreeze(model, "nope")
     with pytest.raises(ConfigError, match="model.unfreeze_from: 99 is outside the base's 11 layers"):
         transfer.unfreeze(model, 99)
@@ -153,8 +155,8 @@ def test_backbone_from_a_local_weights_file(tmp_path):
 
     missing = config.load(None, ["model.backbone=mobilenet_v3_small",
                                  f"model.backbone_weights={tmp_path / 'none.weights.h5'}"]).model
-    with pytest.raises(ConfigError, match=r"^model.backbone_weights: .*none.weights.h5: no such file; put the "
-                                          r"mobilenet_v3_small weights \(width 1.0, include_top=False, a "
+    with pytest.raises(ConfigError, match=r"^model.backbone_weights: .*none.weights.h5: no such file; put "
+                                          r"the mobilenet_v3_small weights \(width 1.0, include_top=False, a "
                                           r".weights.h5 file\) there$"):
         models.build(missing, (32, 32, 3), 4)
     wrong = config.load(None, ["model.backbone=mobilenet_v2", "model.width=1.0",
@@ -177,8 +179,8 @@ def test_transfer_config_errors(workdir):
     result = invoke(["build", *args, "--set", "model.base_model=earlier"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == (
-        "error: model.base_model: earlier: neither a .keras file nor a trained run (runs/earlier/train/model.keras "
-        "not found; run `cnnpipe train --run earlier` first)")
+        "error: model.base_model: earlier: neither a .keras file nor a trained run "
+        "(runs/earlier/train/model.keras not found; run `cnnpipe train --run earlier` first)")
     assert not (workdir / "runs/t/model/model.keras").exists()
 
 

@@ -92,8 +92,9 @@ def parity(cfg, meta: dict, ref_probs, probs, targets) -> dict:
     """How a converted file's task metric compares with the Keras model's on the same images."""
     task, names = meta["task"], meta["class_names"]
     if task == "detect":
-        return module("detect").parity(_scores(cfg, ref_probs), _scores(cfg, probs), truth_list(task, targets),
-                                       names, _hw(meta), cfg.detect.threshold, cfg.detect.match_distance)
+        return module("detect").parity(_scores(cfg, ref_probs), _scores(cfg, probs),
+                                       truth_list(task, targets), names, _hw(meta), cfg.detect.threshold,
+                                       cfg.detect.match_distance)
     return module("segment").parity(ref_probs, probs, targets, names)
 
 
@@ -127,7 +128,8 @@ def palette(meta: dict):
 
 
 def decoding(cfg, meta: dict) -> dict:
-    """What a device needs to turn the output tensor into objects or a mask (the model card's ``decoding``)."""
+    """What a device needs to turn the output tensor into objects or a mask (the model card's
+    ``decoding``)."""
     task, names = meta["task"], meta["class_names"]
     if task == "detect":
         return module("detect").decoding_params(_hw(meta), cfg.detect.stride, cfg.detect.threshold, names,

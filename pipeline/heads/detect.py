@@ -73,10 +73,12 @@ def encode(objects, image_hw, stride: int, num_classes: int, boxes: bool = False
     onehot = tf.reshape(onehot, [-1, gh, gw, num_classes + 1])
     if not boxes:
         return onehot
-    values = tf.stack([objects[..., 1] * gw - tf.cast(col, tf.float32), objects[..., 2] * gh - tf.cast(row, tf.float32),
+    values = tf.stack([objects[..., 1] * gw - tf.cast(col, tf.float32),
+                       objects[..., 2] * gh - tf.cast(row, tf.float32),
                        objects[..., 3], objects[..., 4]], axis=-1)                   # [B, M, 4]
     values = tf.clip_by_value(values, 0.0, 1.0)
-    box = tf.reduce_sum(tf.where(chosen[..., tf.newaxis], values[:, :, tf.newaxis, :], 0.0), axis=1)  # [B, G, 4]
+    box = tf.reduce_sum(tf.where(chosen[..., tf.newaxis], values[:, :, tf.newaxis, :], 0.0),
+                        axis=1)                                                      # [B, G, 4]
     return tf.concat([onehot, tf.reshape(box, [-1, gh, gw, 4])], axis=-1)
 
 
@@ -98,8 +100,9 @@ def _define_loss():
     class DetectionLoss(keras.losses.Loss):
         """Cell-wise categorical cross-entropy, object cells weighted ``object_weight``, mean over cells."""
 
-        def __init__(self, num_classes: int, object_weight: float = DEFAULT_OBJECT_WEIGHT, boxes: bool = False,
-                     name: str = "fomo_loss", reduction="sum_over_batch_size", dtype=None):
+        def __init__(self, num_classes: int, object_weight: float = DEFAULT_OBJECT_WEIGHT,
+                     boxes: bool = False, name: str = "fomo_loss", reduction="sum_over_batch_size",
+                     dtype=None):
             super().__init__(name=name, reduction=reduction, dtype=dtype)
             self.num_classes = int(num_classes)
             self.object_weight = float(object_weight)
@@ -305,10 +308,12 @@ def decoding_params(image_hw, stride: int, threshold: float, class_names, connec
     out = _centroid_params(height, width, gh, gw, stride, threshold, class_names, connectivity)
     if boxes:
         k = len(class_names) + 1
-        out.update(method="fomo_centroids_boxes", boxes=True, output_shape=[1, gh, gw, k + decoding.BOX_CHANNELS],
+        out.update(method="fomo_centroids_boxes", boxes=True,
+                   output_shape=[1, gh, gw, k + decoding.BOX_CHANNELS],
                    box_channels={"ox": k, "oy": k + 1, "w": k + 2, "h": k + 3},
-                   box=f"from the cell (i, j) holding the object's centre: centre ((j + ox) * {width} / {gw}, "
-                       f"(i + oy) * {height} / {gh}), size (w * {width}, h * {height}); sigmoid outputs 0..1")
+                   box=f"from the cell (i, j) holding the object's centre: centre ((j + ox) * {width} / "
+                       f"{gw}, (i + oy) * {height} / {gh}), size (w * {width}, h * {height}); sigmoid "
+                       f"outputs 0..1")
     return out
 
 

@@ -56,7 +56,8 @@ def detections(images, truth, probs, class_names, path, title: str, threshold: f
             ax.scatter([o["x"]], [o["y"]], marker="x", s=70, c=[colour], linewidths=2)
             if "box" in o:
                 x0, y0, x1, y1 = o["box"]
-                ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=colour, lw=1.5))
+                ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=colour,
+                                           lw=1.5))
             name = class_names[o["class"]] if o["class"] < len(class_names) else str(o["class"])
             ax.annotate(f"{name} {o['score']:.2f}", (o["x"], o["y"]), xytext=(4, 4),
                         textcoords="offset points", fontsize=7, color="white",

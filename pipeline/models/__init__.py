@@ -54,8 +54,9 @@ def build(model_cfg, input_shape, num_classes: int, runs_root: Path | str = "run
     from pipeline.models import transfer
 
     if model_cfg.task != "classify" and is_transfer(model_cfg):
-        raise ConfigError(f"model.task {model_cfg.task}: transfer learning (model.base_model, model.backbone) "
-                          "replaces a class layer; build a detection or segmentation model from model.layers")
+        raise ConfigError(f"model.task {model_cfg.task}: transfer learning (model.base_model, "
+                          "model.backbone) replaces a class layer; build a detection or segmentation model "
+                          "from model.layers")
     if model_cfg.base_model:
         return transfer.from_base(model_cfg, input_shape, num_classes, runs_root)
     if model_cfg.backbone:

@@ -1,9 +1,10 @@
 """The presets, written in the layer spec (:mod:`pipeline.models.spec`), so ``cnnpipe build --show-spec``
-prints one as YAML a user can paste into ``model.layers`` and edit. The class layer is appended by the builder.
+prints one as YAML a user can paste into ``model.layers`` and edit.
+The class layer is appended by the builder.
 
 ``small`` and ``conv1d`` are described by the ``model.filters / kernel_size / strides / padding / pool_size /
-batch_norm / dropout / dense`` keys; the others are fixed as published (``mobilenet`` and ``ds_cnn`` scale their
-filters by ``model.width``).
+batch_norm / dropout / dense`` keys; the others are fixed as published (``mobilenet`` and ``ds_cnn`` scale
+their filters by ``model.width``).
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ def small(m, input_shape) -> list:
     """One conv -> batch-norm -> ReLU -> max-pool block per entry of model.filters, then the head.
 
     The feature map is flattened while it is at most 8x8 (the digits and Fashion-MNIST defaults: every
-    position keeps its own weights, which small images need); a larger one is averaged by global pooling, so the
-    dense layer does not grow with the image (at 224x224 flatten would give ~25 M parameters)."""
+    position keeps its own weights, which small images need); a larger one is averaged by global pooling, so
+    the dense layer does not grow with the image (at 224x224 flatten would give ~25 M parameters)."""
     blocks = []
     size = list(input_shape[:2])
     for f in m.filters:
@@ -58,7 +59,8 @@ def conv1d(m, input_shape) -> list:
 
 
 def lenet5(m, input_shape) -> list:
-    """LeNet-5 (LeCun et al. 1998) with ReLU: conv 6@5x5 -> avg-pool -> conv 16@5x5 -> avg-pool -> 120 -> 84."""
+    """LeNet-5 (LeCun et al. 1998) with ReLU: conv 6@5x5 -> avg-pool -> conv 16@5x5 -> avg-pool
+    -> 120 -> 84."""
     return [
         {"conv": {"filters": 6, "kernel": 5, "padding": "same"}}, {"relu": {}},
         {"pool": {"type": "avg", "size": 2}},
@@ -93,7 +95,8 @@ def _scaled(filters: int, width: float) -> int:
 
 def ds_cnn(m, input_shape) -> list:
     """The MLPerf Tiny keyword-spotting DS-CNN (49x10 MFCC input): a 10x4 stride-2 convolution, four
-    depthwise-separable blocks of 64 filters, global average pooling. About 24.9 K parameters for 12 classes."""
+    depthwise-separable blocks of 64 filters, global average pooling.
+    About 24.9 K parameters for 12 classes."""
     f = _scaled(64, m.width)
     blocks = [{"conv": {"filters": f, "kernel": [10, 4], "stride": 2}}, {"bn": {}}, {"relu": {}},
               {"dropout": 0.2}]
@@ -124,7 +127,8 @@ def fcn(m, input_shape) -> list:
     and ReLU, then global average pooling. ``model.width`` scales the filters."""
     blocks = []
     for filters, kernel in ((128, 8), (256, 5), (128, 3)):
-        blocks += [{"conv1d": {"filters": _scaled(filters, m.width), "kernel": kernel}}, {"bn": {}}, {"relu": {}}]
+        blocks += [{"conv1d": {"filters": _scaled(filters, m.width), "kernel": kernel}}, {"bn": {}},
+                   {"relu": {}}]
     return blocks + [{"global_pool": {"type": "avg"}}]
 
 
@@ -140,7 +144,8 @@ def mobilenet(m, input_shape) -> list:
     blocks = [{"conv": {"filters": _scaled(32, m.width), "kernel": 3, "stride": 2, "bias": False}},
               {"bn": {}}, {"relu6": {}}]
     for filters, stride in MOBILENET:
-        blocks += [{"depthwise_conv": {"kernel": 3, "stride": stride, "bias": False}}, {"bn": {}}, {"relu6": {}},
+        blocks += [{"depthwise_conv": {"kernel": 3, "stride": stride, "bias": False}}, {"bn": {}},
+                   {"relu6": {}},
                    {"conv": {"filters": _scaled(filters, m.width), "kernel": 1, "bias": False}}, {"bn": {}},
                    {"relu6": {}}]
     return blocks + [{"global_pool": {"type": "avg"}}, {"dropout": 0.001}]

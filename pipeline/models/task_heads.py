@@ -34,8 +34,9 @@ def trunk(p, from_preset: bool, where: str) -> list:
     end = next((i for i, op in enumerate(ops) if op.kind in SPATIAL_END or not _spatial(op)), len(ops))
     if end < len(ops) and not from_preset:
         op = ops[end]
-        raise ConfigError(f"{op.block}: a {op.kind} block flattens the feature map; a detection or segmentation "
-                          f"model is convolutional to its end (the task adds its own head): remove it")
+        raise ConfigError(f"{op.block}: a {op.kind} block flattens the feature map; a detection or "
+                          f"segmentation model is convolutional to its end (the task adds its own head): "
+                          f"remove it")
     if end <= 1:
         raise ConfigError(f"{where}: no convolutional layer to build on")
     p.ops = ops[:end]
@@ -66,8 +67,8 @@ def detect(p, stride: int, num_classes: int, from_preset: bool, where: str, boxe
         raise ConfigError(f"data.image_size: {h}x{w} is not a multiple of detect.stride {stride}; "
                           f"the grid cells must tile the image")
     p.ops = ops[:at[-1] + 1]
-    scores = p.block("conv", {"filters": num_classes + 1, "kernel": (1, 1), "stride": (1, 1), "padding": "same",
-                              "bias": True}, cut, "detection head", "cell_scores", 0)
+    scores = p.block("conv", {"filters": num_classes + 1, "kernel": (1, 1), "stride": (1, 1),
+                              "padding": "same", "bias": True}, cut, "detection head", "cell_scores", 0)
     probs = p.add(Op("probs", "softmax", "detection head", {}, [scores.name], scores.out_shape,
                      scores.out_shape, rf=scores.rf, jump=scores.jump))
     if not boxes:

@@ -35,8 +35,8 @@ def check(run_dir: Path) -> None:
     task = artifacts.read_json(classes).get("task", "classify") if classes.is_file() else "classify"
     if task != "classify":
         raise UsageError(f"{run_dir}: a {task} run; the report page describes classifiers. Its figures are "
-                         f"{run_dir / 'eval' / 'metrics.json'}, {run_dir / 'eval' / 'predictions.png'} and the "
-                         "bundle's report.md")
+                         f"{run_dir / 'eval' / 'metrics.json'}, {run_dir / 'eval' / 'predictions.png'} "
+                         "and the bundle's report.md")
 
 
 def _config(run_dir: Path, extra: dict | None) -> dict:

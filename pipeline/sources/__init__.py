@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError, PipelineError
 
+
 @dataclass
 class SourceData:
     """What a source yields before the pipeline splits it.

@@ -71,9 +71,9 @@ def _layout(root: Path) -> dict:
                                 f"names a split: put its images in {d.name}/<class>/ (or the classes in "
                                 f"train/{d.name}/ when {d.name!r} is a class)")
 
-    return split_layout(subdirs, where, "train, val, validation and test at the top level always name splits: "
-                        "put the classes under train/ (val/, test/), or move a class named so one level down "
-                        "(train/test/)", classes_inside)
+    return split_layout(subdirs, where, "train, val, validation and test at the top level always name "
+                        "splits: put the classes under train/ (val/, test/), or move a class named so one "
+                        "level down (train/test/)", classes_inside)
 
 
 def split_layout(subdirs: list, where: str, hint: str, check=None) -> dict:
@@ -85,7 +85,8 @@ def split_layout(subdirs: list, where: str, hint: str, check=None) -> dict:
     if others:
         raise PipelineError(
             f"{where}: mixes split folder(s) {', '.join(d.name + '/' for d in splits)} with other folder(s) "
-            f"{', '.join(ascii(n)[1:-1] + '/' for n in others[:3])}{' ...' if len(others) > 3 else ''}; {hint}")
+            f"{', '.join(ascii(n)[1:-1] + '/' for n in others[:3])}{' ...' if len(others) > 3 else ''}; "
+            f"{hint}")
     layout = {}
     for d in splits:
         name = SPLIT_DIRS[d.name.lower()]
