@@ -70,9 +70,13 @@ $(CHROMIUM):
 report: $(STAMP)
 	$(CNNPIPE) report --config $(CONFIG) $(if $(RUN),--run $(RUN))
 
-## test: run the test suite (tests marked slow run with `make test-slow`)
-test: $(STAMP) $(CHROMIUM)
+## test: check the style (flake8), then run the test suite (tests marked slow run with `make test-slow`)
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+## lint: flake8 on pipeline/, tasks/ and tests/ (setup.cfg [flake8]: lines up to 110 characters)
+lint: $(STAMP)
+	$(BIN)/python -m flake8 pipeline tasks tests
 
 ## test-slow: run only the slow tests (multi-worker restart, preset exports, keywords, transfer, report in Chromium)
 test-slow: $(STAMP)
@@ -90,4 +94,4 @@ clean:
 distclean: clean
 	rm -rf $(VENV) *.egg-info
 
-.PHONY: help install train evaluate export-tflite report fashion-mnist keywords test test-slow benchmark clean distclean
+.PHONY: help install train evaluate export-tflite report fashion-mnist keywords lint test test-slow benchmark clean distclean
