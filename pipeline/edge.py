@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-# <pipeline-imports>  bundle.write_runtime() replaces this block: these modules are inlined above it in
-# predict.py
+# <pipeline-imports>  replaced by bundle.write_runtime(), which inlines these modules above it in predict.py
 from pipeline.audio import load_features
 from pipeline.errors import PipelineError
 from pipeline.imaging import load_image
