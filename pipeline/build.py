@@ -23,9 +23,8 @@ def check(cfg, data_dir: Path) -> dict | None:
         return None
     ops = models.plan(cfg.model, meta["image_shape"], len(meta["class_names"]), cfg.detect.stride,
                       cfg.detect.boxes)
-    summary = models.summary.summarize(ops, cfg.model.preset if not cfg.model.layers else "layers")
-    models.summary.check_memory(summary["totals"], f"model.preset {cfg.model.preset}" if not cfg.model.layers
-                                else "model.layers")
+    summary = models.summary.summarize(ops, models.spec_name(cfg.model))
+    models.summary.check_memory(summary["totals"], models.spec_key(cfg.model))
     models.summary.check_budget(summary["totals"], cfg.model.budget)
     return summary
 
@@ -80,7 +79,7 @@ def run(cfg, data_dir: Path, out: Path) -> tuple[list, dict, dict]:
     summary_txt = artifacts.write_text(out / "summary.txt", "\n".join(lines) + "\n")
     summary_json = artifacts.write_json(out / "summary.json", summary)
     t = summary["totals"]
-    brief = {"preset": "layers" if cfg.model.layers else cfg.model.preset,
+    brief = {"preset": models.spec_name(cfg.model),
              "params": models.param_count(model), "layers": len(model.layers)}
     if t.get("macs") is not None:
         brief.update(macs=t["macs"], int8_bytes_estimate=t["int8_bytes_estimate"],

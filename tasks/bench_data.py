@@ -38,9 +38,7 @@ def time_training(cfg, meta: dict, batch, steps: int, warmup: int = 5, jit_compi
     import keras
     import tensorflow as tf
 
-    from pipeline import models, train
-
-    from pipeline import heads
+    from pipeline import heads, models, train
 
     model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]), stride=cfg.detect.stride,
                          boxes=cfg.detect.boxes)
@@ -76,7 +74,7 @@ def time_training(cfg, meta: dict, batch, steps: int, warmup: int = 5, jit_compi
 def bench_data(ctx: Context, epochs: int, batch_size: int | None, train_steps: int, jit_compile: bool,
                json_out: Path | None):
     """Measure images/second of the training input pipeline (read, cache, shuffle, batch, augment)."""
-    from pipeline import artifacts, data, heads, input_pipeline, train
+    from pipeline import artifacts, data, heads, input_pipeline, models, train
 
     cfg, data_dir = ctx.cfg, ctx.stage_dir("data")
     meta = data.read_meta(data_dir)
@@ -99,7 +97,7 @@ def bench_data(ctx: Context, epochs: int, batch_size: int | None, train_steps: i
         result["training"]["jit_compile"] = jit_compile
         rate = result["training"]["images_per_second"]
         result["ratio"] = round(pipe["images_per_second"] / max(rate, 1e-9), 2)
-        echo(f"  training: {rate:>12,.0f} images/s  ({train_steps} steps of {cfg.model.preset}"
+        echo(f"  training: {rate:>12,.0f} images/s  ({train_steps} steps of {models.spec_name(cfg.model)}"
              f"{', XLA' if jit_compile else ''}, input excluded)")
         echo(f"  the input pipeline is {result['ratio']}x as fast as training consumes "
              f"({'ok' if result['ratio'] >= 1 else 'the pipeline is the bottleneck'})")

@@ -84,3 +84,15 @@ def test_load_rejects_corrupt_and_missing_files(tmp_path):
         models.load(bad)
     with pytest.raises(PipelineError, match="model file not found"):
         models.load(tmp_path / "nope.keras")
+
+
+def test_a_model_is_named_by_what_it_is_written_in():
+    """A preset by its name; a layer spec as `layers`, whatever model.preset still says (the build summary,
+    `cnnpipe bench-data` and the Keras model's name use it)."""
+    from pathlib import Path
+
+    fashion = config.load(Path(__file__).parents[1] / "configs" / "fashion_mnist.yaml").model
+    assert (models.spec_name(_cfg("model.preset=lenet5")), models.spec_key(_cfg("model.preset=lenet5"))) == \
+        ("lenet5", "model.preset lenet5")
+    assert (models.spec_name(fashion), models.spec_key(fashion)) == ("layers", "model.layers")
+    assert models.build(fashion, (28, 28, 1), 10).name == "cnnpipe_layers"

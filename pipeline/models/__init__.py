@@ -40,6 +40,16 @@ def plan(model_cfg, input_shape, num_classes: int, stride: int = 8, boxes: bool 
                           f"({text}); use larger images or fewer blocks") from None
 
 
+def spec_name(model_cfg) -> str:
+    """What the model is written in: ``layers`` (``model.layers``) or the name of its preset."""
+    return "layers" if model_cfg.layers else model_cfg.preset
+
+
+def spec_key(model_cfg) -> str:
+    """The config key the model comes from, for messages: ``model.layers`` or ``model.preset <name>``."""
+    return "model.layers" if model_cfg.layers else f"model.preset {model_cfg.preset}"
+
+
 def is_transfer(model_cfg) -> bool:
     return bool(model_cfg.base_model or model_cfg.backbone)
 
@@ -65,7 +75,7 @@ def build(model_cfg, input_shape, num_classes: int, runs_root: Path | str = "run
     where = "model" if model_cfg.layers else f"model.preset {model_cfg.preset}"
     summary.check_memory(summary.estimate(ops), where)
     keras.utils.set_random_seed(model_cfg.seed)
-    name = "cnnpipe_layers" if model_cfg.layers else f"cnnpipe_{model_cfg.preset}"
+    name = f"cnnpipe_{spec_name(model_cfg)}"
     return spec.to_keras(ops, name, model_cfg.initializer, model_cfg.l2)
 
 
