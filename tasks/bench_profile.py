@@ -14,38 +14,41 @@ import statistics
 from pathlib import Path
 
 CONFIG = "fashion_mnist.yaml"
-BATCH = 128  # the config's train.batch_size
-VARIANTS = {  # name: (batch size, extra bench-data arguments, environment)
-    "default": (BATCH, [], {}),  # TensorFlow's choice: both pools as wide as the cores, oneDNN on, no XLA
-    "intra 1, inter 1": (BATCH, [], {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}),
-    "intra 2, inter 1": (BATCH, [], {"TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1"}),
-    "intra 4, inter 2": (BATCH, [], {"TF_NUM_INTRAOP_THREADS": "4", "TF_NUM_INTEROP_THREADS": "2"}),
+VARIANTS = {  # name: (batch size, None: the config's train.batch_size; bench-data arguments; environment)
+    "default": (None, [], {}),  # TensorFlow's choice: both pools as wide as the cores, oneDNN on, no XLA
+    "intra 1, inter 1": (None, [], {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}),
+    "intra 2, inter 1": (None, [], {"TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1"}),
+    "intra 4, inter 2": (None, [], {"TF_NUM_INTRAOP_THREADS": "4", "TF_NUM_INTEROP_THREADS": "2"}),
     "batch 32": (32, [], {}),
     "batch 64": (64, [], {}),
     "batch 256": (256, [], {}),
     "batch 512": (512, [], {}),
-    "XLA (jit_compile)": (BATCH, ["--jit-compile"], {}),
-    "oneDNN off": (BATCH, [], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    "XLA (jit_compile)": (None, ["--jit-compile"], {}),
+    "oneDNN off": (None, [], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
 }
 
 
 def run(work: Path, repo: Path, cnnpipe, rounds: int = 2, steps: int = 30) -> dict:
     """Ingest Fashion-MNIST into ``work`` (skipped when fresh), then time every variant ``rounds`` times."""
+    from pipeline import config
+
     cfg = repo / "configs" / CONFIG
+    batches = {name: batch or config.load(cfg).train.batch_size for name, (batch, _, _) in VARIANTS.items()}
     cnnpipe(["ingest", "--config", cfg], work)
     rates = {name: [] for name in VARIANTS}
     for r in range(rounds):
-        for i, (name, (batch, args, env)) in enumerate(VARIANTS.items()):
+        for i, (name, (_, args, env)) in enumerate(VARIANTS.items()):
             out = work / f"profile_{r}_{i}.json"
             cnnpipe(["bench-data", "--config", cfg, "--epochs", "1", "--train-steps", steps,
-                     "--batch-size", batch, *args, "--json-out", out], work, env=env)
+                     "--batch-size", batches[name], *args, "--json-out", out], work, env=env)
             rates[name].append(json.loads(out.read_text())["training"]["images_per_second"])
     base = statistics.median(rates["default"])
     variants = {}
-    for name, (batch, args, env) in VARIANTS.items():
+    for name, (_, args, env) in VARIANTS.items():
         rate = statistics.median(rates[name])
-        variants[name] = {"batch_size": batch, "args": args, "env": env, "images_per_second": round(rate, 1),
-                          "rounds": rates[name], "vs_default": round(rate / base, 2)}
+        variants[name] = {"batch_size": batches[name], "args": args, "env": env,
+                          "images_per_second": round(rate, 1), "rounds": rates[name],
+                          "vs_default": round(rate / base, 2)}
     return {"config": CONFIG, "steps": steps, "rounds": rounds, "variants": variants}
 
 

@@ -69,7 +69,8 @@ def test_training_profile_keeps_the_median_of_interleaved_rounds(tmp_path):
             out.write_text(json.dumps({"training": {"images_per_second": rate}}))
         return 1.0
 
-    result = bench_profile.run(tmp_path, bench_profile.Path("."), fake_cnnpipe, rounds=3, steps=4)
+    repo = bench_profile.Path(__file__).resolve().parents[1]
+    result = bench_profile.run(tmp_path, repo, fake_cnnpipe, rounds=3, steps=4)
     n = len(bench_profile.VARIANTS)
     assert [c[0] for c in calls] == ["ingest"] + ["bench-data"] * 3 * n
     assert calls[1 + n - 1][1] == {"TF_ENABLE_ONEDNN_OPTS": "0"}  # the last variant of the first round
@@ -82,3 +83,4 @@ def test_training_profile_keeps_the_median_of_interleaved_rounds(tmp_path):
     assert result["variants"]["batch 32"]["batch_size"] == 32
     lines = bench_profile.table(result).splitlines()
     assert len(lines) == n + 1 and lines[1].split()[:3] == ["default", f"{800 + 2 + n + 128:,}", "1.00x"]
+    assert result["variants"]["default"]["batch_size"] == 128  # configs/fashion_mnist.yaml's train.batch_size
