@@ -55,7 +55,7 @@ def time_training(cfg, meta: dict, batch, steps: int, warmup: int = 5, jit_compi
     ds = tf.data.Dataset.from_tensors(batch).cache().repeat(warmup + steps)
     model.fit(ds, epochs=1, verbose=0, shuffle=False, callbacks=[Clock()])
     seconds = marks[warmup + steps] - marks[warmup]
-    return {"steps": steps, "seconds": round(seconds, 3),
+    return {"steps": steps, "jit_compile": jit_compile, "seconds": round(seconds, 3),
             "images_per_second": round(steps * batch_size / max(seconds, 1e-9), 1)}
 
 
@@ -94,7 +94,6 @@ def bench_data(ctx: Context, epochs: int, batch_size: int | None, train_steps: i
          f"warm-up {pipe['warmup_seconds']} s)")
     if train_steps:
         result["training"] = time_training(cfg, meta, next(iter(ds)), train_steps, jit_compile=jit_compile)
-        result["training"]["jit_compile"] = jit_compile
         rate = result["training"]["images_per_second"]
         result["ratio"] = round(pipe["images_per_second"] / max(rate, 1e-9), 2)
         echo(f"  training: {rate:>12,.0f} images/s  ({train_steps} steps of {models.spec_name(cfg.model)}"

@@ -33,7 +33,8 @@ def run(work: Path, repo: Path, cnnpipe, rounds: int = 2, steps: int = 30) -> di
     from pipeline import config
 
     cfg = repo / "configs" / CONFIG
-    batches = {name: batch or config.load(cfg).train.batch_size for name, (batch, _, _) in VARIANTS.items()}
+    default_batch = config.load(cfg).train.batch_size
+    batches = {name: batch or default_batch for name, (batch, _, _) in VARIANTS.items()}
     cnnpipe(["ingest", "--config", cfg], work)
     rates = {name: [] for name in VARIANTS}
     for r in range(rounds):
