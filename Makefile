@@ -46,7 +46,7 @@ $(FASHION):
 fashion-mnist: $(STAMP) $(FASHION)
 	$(CNNPIPE) run --config configs/fashion_mnist.yaml $(foreach s,$(SET),--set $(s))
 
-KEYWORDS = benchmarks/work/keywords
+KEYWORDS = benchmarks/data/keywords
 ESPEAK   = /usr/bin/espeak-ng
 
 $(ESPEAK):
@@ -56,8 +56,11 @@ $(ESPEAK):
 $(KEYWORDS)/yes: | $(STAMP) $(ESPEAK)
 	$(BIN)/python -m tasks.keywords $(KEYWORDS) --per-class 250 --seed 0
 
-## keywords: speak a keyword dataset offline (espeak-ng) into benchmarks/work/keywords, run configs/keywords.yaml
-keywords: $(STAMP) $(ESPEAK) $(KEYWORDS)/yes
+## keywords-data: speak a keyword dataset offline (espeak-ng) into benchmarks/data/keywords (once)
+keywords-data: $(STAMP) $(ESPEAK) $(KEYWORDS)/yes
+
+## keywords: keywords-data, then run configs/keywords.yaml
+keywords: keywords-data
 	$(CNNPIPE) run --config configs/keywords.yaml $(foreach s,$(SET),--set $(s))
 
 CHROMIUM = /usr/bin/chromium
@@ -74,7 +77,7 @@ report: $(STAMP)
 test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-## lint: flake8 on pipeline/, tasks/ and tests/ (setup.cfg [flake8]: lines up to 110 characters)
+## lint: flake8 on pipeline/, tasks/ and tests/ (lines up to 110 characters, setup.cfg [flake8])
 lint: $(STAMP)
 	$(BIN)/python -m flake8 pipeline tasks tests
 
@@ -82,9 +85,13 @@ lint: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-## benchmark: Fashion-MNIST default vs the Keras baseline, digits, latency, large folder; benchmarks/results/*.json
+## benchmark: digits, Fashion-MNIST default vs the Keras baseline, MNIST-1D, detection, segmentation, transfer (~1 h)
 benchmark: $(STAMP) $(FASHION)
 	$(BIN)/python -m tasks.benchmark --out benchmarks/results $(if $(BUDGET),--fashion-budget $(BUDGET))
+
+## benchmark-full: benchmark plus the training profile, the 60,000-PNG folder, GunPoint, ArrowHead, keywords (~2 h)
+benchmark-full: $(STAMP) $(FASHION) keywords-data
+	$(BIN)/python -m tasks.benchmark --full --out benchmarks/results $(if $(BUDGET),--fashion-budget $(BUDGET))
 
 ## clean: remove runs/ and exported bundles (keeps .venv)
 clean:
@@ -94,4 +101,4 @@ clean:
 distclean: clean
 	rm -rf $(VENV) *.egg-info
 
-.PHONY: help install train evaluate export-tflite report fashion-mnist keywords lint test test-slow benchmark clean distclean
+.PHONY: help install train evaluate export-tflite report fashion-mnist keywords keywords-data lint test test-slow benchmark benchmark-full clean distclean

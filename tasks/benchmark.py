@@ -1,18 +1,23 @@
 """``make benchmark``: speed and accuracy figures measured on this machine, written to
-``benchmarks/results/<timestamp>.json`` and ``latest.json`` and printed as tables.
+``benchmarks/results/<timestamp>.json`` and ``latest.json`` and printed as tables. The default entries fit in
+about an hour on 2 cores; ``--full`` (``make benchmark-full``) adds the slow ones.
 
-1. The default digits run, stage by stage (fresh run folder): wall time, test accuracy, int8 accuracy.
-2. Batch-1 LiteRT latency of the exported float32 and int8 digits models (``cnnpipe bench``).
-3. Fashion-MNIST (local IDX files or TFDS): the input pipeline alone against what training consumes
-   (``cnnpipe bench-data``); then our default config against the Keras simple-convnet baseline, each trained
-   through the pipeline for ``--fashion-budget`` seconds (:mod:`tasks.bench_fashion`).
-4. A folder of 10,000 and 60,000 96x96 PNGs: streaming ingest and one training epoch, with peak memory.
-5. Detection and segmentation on generated scenes (``configs/detect.yaml``, ``configs/segment.yaml``): the
-   task metric of Keras and int8, sizes, TFLM arena, latency (:mod:`tasks.bench_tasks`).
-6. Transfer learning on Fashion-MNIST: a base trained on classes 0-4, transferred to 5-9 with 10 training
-   images per class, against the same architecture from scratch, over 3 seeds (:mod:`tasks.bench_transfer`).
-7. The training-speed profile of the default Fashion-MNIST model: thread pools, batch size, XLA, oneDNN
-   (:mod:`tasks.bench_profile`).
+- ``digits``: the default config stage by stage (fresh run folder): wall time, test and int8 accuracy,
+  and batch-1 LiteRT latency of the exported float32 and int8 files (``cnnpipe bench``).
+- ``fashion``: Fashion-MNIST (local IDX files or TFDS): the input pipeline alone against what training
+  consumes (``cnnpipe bench-data``); then our default config against the Keras simple-convnet baseline, each
+  trained through the pipeline for ``--fashion-budget`` seconds (:mod:`tasks.bench_fashion`).
+- ``sequences``: MNIST-1D; with ``--full`` also GunPoint, ArrowHead and spoken keywords
+  (:mod:`tasks.bench_tasks`).
+- ``tasks``: detection and segmentation on generated scenes (``configs/detect.yaml``,
+  ``configs/segment.yaml``): the task metric of Keras and int8, sizes, TFLM arena, latency
+  (:mod:`tasks.bench_tasks`).
+- ``transfer``: a base trained on Fashion-MNIST classes 0-4, transferred to 5-9 with 10 training images per
+  class, against the same architecture from scratch, over 3 seeds (:mod:`tasks.bench_transfer`).
+- ``profile`` (``--full``): training speed of the default Fashion-MNIST model under each thread pool, batch
+  size, XLA and oneDNN setting (:mod:`tasks.bench_profile`).
+- ``large-folder`` (``--full``): a folder of 10,000 and 60,000 96x96 PNGs: streaming ingest and one training
+  epoch, with peak memory.
 """
 from __future__ import annotations
 
@@ -206,6 +211,49 @@ def table(results: dict) -> str:
     return "\n".join(f"{g:<14} {k:<{width}}  {v}" for g, k, v in rows)
 
 
+ENTRIES = ("digits", "fashion", "sequences", "tasks", "transfer", "profile", "large-folder")
+DEFAULT_ENTRIES = ("digits", "fashion", "sequences", "tasks", "transfer")  # about 55 minutes on 2 cores
+NEEDS_FASHION = ("fashion", "transfer", "profile", "large-folder")
+
+
+def chosen_entries(only: tuple, skip: tuple, full: bool) -> list:
+    """The entries to run, in :data:`ENTRIES` order: ``only`` when given, else the default set (every entry
+    with ``full``), less ``skip``."""
+    wanted = set(only) if only else set(ENTRIES if full else DEFAULT_ENTRIES)
+    return [e for e in ENTRIES if e in wanted and e not in skip]
+
+
+def _run_entry(name: str, work: Path, fashion_budget: float, full: bool, png_dir: Path | None) -> dict:
+    """One entry's results, keyed as they appear in the JSON."""
+    if name in NEEDS_FASHION and not FASHION_DIR.is_dir():
+        raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
+    if name == "digits":
+        return {"digits": digits(work), "latency_batch1": latency(work)}
+    if name == "fashion":
+        out = {"fashion_mnist": fashion_input(work)}
+        if fashion_budget > 0:
+            from tasks import bench_fashion
+
+            out["fashion_vs_baseline"] = bench_fashion.compare(work, REPO, fashion_budget, _cnnpipe,
+                                                               bench_file)
+        return out
+    if name in ("sequences", "tasks"):
+        from tasks import bench_tasks
+
+        names = bench_tasks.TASKS if name == "tasks" else (
+            bench_tasks.SEQUENCES_FULL if full else bench_tasks.SEQUENCES)
+        return bench_tasks.run_all(names, work, REPO, _cnnpipe, bench_file)
+    if name == "transfer":
+        from tasks import bench_transfer
+
+        return {"transfer_fashion": bench_transfer.run(work, REPO, _cnnpipe)}
+    if name == "profile":
+        from tasks import bench_profile
+
+        return {"training_profile": bench_profile.run(work, REPO, _cnnpipe)}
+    return {"large_folder": large_folder(work, png_dir=png_dir.resolve() if png_dir else None)}
+
+
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("benchmarks/results"), show_default=True,
@@ -215,28 +263,30 @@ def table(results: dict) -> str:
                    "0 skips them.")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               default=Path("benchmarks/work"), show_default=True, help="Scratch folder (emptied first).")
-@click.option("--large-folder/--no-large-folder", "large_folder_on", default=True, show_default=True,
-              help="Ingest 10,000 and 60,000 96x96 PNGs made from Fashion-MNIST, train one epoch (slow).")
-@click.option("--only-large-folder", is_flag=True, help="Run the large-folder entry alone.")
-@click.option("--tasks/--no-tasks", "tasks_on", default=True, show_default=True,
-              help="Train and export configs/detect.yaml and configs/segment.yaml on generated scenes.")
-@click.option("--only-tasks", is_flag=True, help="Run the detection and segmentation entries alone.")
-@click.option("--transfer/--no-transfer", "transfer_on", default=True, show_default=True,
-              help="Fashion-MNIST 0-4 -> 5-9 with 10 images per class: transfer against scratch, 3 seeds.")
-@click.option("--only-transfer", is_flag=True, help="Run the transfer-learning entry alone.")
-@click.option("--profile/--no-profile", "profile_on", default=True, show_default=True,
-              help="Time training of the default Fashion-MNIST model under each thread, batch, XLA and "
-                   "oneDNN setting.")
-@click.option("--only-profile", is_flag=True, help="Run the training-speed profile alone.")
+@click.option("--full", is_flag=True,
+              help="Also the slow entries: the training-speed profile, the large folder (60,000 PNGs and one "
+                   "epoch) and, in sequences, GunPoint, ArrowHead and the spoken keywords.")
+@click.option("--only", multiple=True, type=click.Choice(ENTRIES),
+              help="Run just this entry (repeatable).")
+@click.option("--skip", multiple=True, type=click.Choice(ENTRIES), help="Leave this entry out (repeatable).")
 @click.option("--png-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the large folder's PNGs here (made once, reused) instead of in --work.")
-def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
-         only_large_folder: bool, tasks_on: bool, only_tasks: bool, transfer_on: bool, only_transfer: bool,
-         profile_on: bool, only_profile: bool, png_dir: Path | None):
+def main(out: Path, work: Path, fashion_budget: float, full: bool, only: tuple, skip: tuple,
+         png_dir: Path | None):
+    """Measure the pipeline on this machine. Entries (default: digits, fashion, sequences, tasks, transfer;
+    --full adds profile and large-folder): digits = the default config stage by stage with batch-1 latency;
+    fashion = the Fashion-MNIST input pipeline, and our default against the Keras simple convnet for
+    --fashion-budget seconds each; sequences = MNIST-1D (--full: GunPoint, ArrowHead, keywords); tasks =
+    detection and segmentation on generated scenes; transfer = Fashion-MNIST 0-4 -> 5-9 with 10 images a
+    class; profile = training speed under each thread, batch, XLA and oneDNN setting; large-folder = ingest of
+    10,000 and 60,000 96x96 PNGs and one training epoch."""
     import shutil
 
     from pipeline import artifacts
 
+    entries = chosen_entries(only, skip, full)
+    if not entries:
+        raise click.UsageError("--only and --skip leave no entry to run")
     marker = work / ".cnnpipe-benchmark"
     if work.exists() and any(work.iterdir()) and not marker.exists():
         raise click.UsageError(f"--work {work}: not empty and not a benchmark scratch folder; "
@@ -247,46 +297,20 @@ def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
     marker.touch()
     work = work.resolve()
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                           "platform": platform.platform()}}
-    only = only_large_folder or only_tasks or only_transfer or only_profile
-    if not only:
-        results["digits"] = digits(work)
-        results["latency_batch1"] = latency(work)
-        if FASHION_DIR.is_dir():
-            results["fashion_mnist"] = fashion_input(work)
-    if fashion_budget > 0 and not only:
-        from tasks import bench_fashion
-
-        if not FASHION_DIR.is_dir():
-            raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
-        results["fashion_vs_baseline"] = bench_fashion.compare(work, REPO, fashion_budget, _cnnpipe,
-                                                               bench_file)
-    if (tasks_on and not only) or only_tasks:
-        from tasks import bench_tasks
-
-        results.update(bench_tasks.run_all(work, REPO, _cnnpipe, bench_file))
-    if (transfer_on and not only) or only_transfer:
-        from tasks import bench_transfer
-
-        if not FASHION_DIR.is_dir():
-            raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
-        results["transfer_fashion"] = bench_transfer.run(work, REPO, _cnnpipe)
-    if (profile_on and not only) or only_profile:
-        from tasks import bench_profile
-
-        if not FASHION_DIR.is_dir():
-            raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
-        results["training_profile"] = bench_profile.run(work, REPO, _cnnpipe)
-    if (large_folder_on and not only) or only_large_folder:
-        if not FASHION_DIR.is_dir():
-            raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
-        results["large_folder"] = large_folder(work, png_dir=png_dir.resolve() if png_dir else None)
+                           "platform": platform.platform()},
+               "entries": entries, "entry_seconds": {}}
+    start = time.perf_counter()
+    for name in entries:
+        began = time.perf_counter()
+        results.update(_run_entry(name, work, fashion_budget, full, png_dir))
+        results["entry_seconds"][name] = round(time.perf_counter() - began, 1)
+    results["total_seconds"] = round(time.perf_counter() - start, 1)
     results["versions"] = artifacts.library_versions()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results["finished"] = stamp
     artifacts.write_json(out / f"{stamp}.json", results)
     artifacts.write_json(out / "latest.json", results)
-    own_tables = ("fashion_vs_baseline", "transfer_fashion", "training_profile")
+    own_tables = ("fashion_vs_baseline", "transfer_fashion", "training_profile", "entries")
     click.echo(table({k: v for k, v in results.items() if k not in own_tables}))
     if "fashion_vs_baseline" in results:
         from tasks import bench_fashion
@@ -306,6 +330,7 @@ def main(out: Path, work: Path, fashion_budget: float, large_folder_on: bool,
         click.echo("\nTraining speed of the default Fashion-MNIST model (median of "
                    f"{results['training_profile']['rounds']} interleaved rounds)")
         click.echo(bench_profile.table(results["training_profile"]))
+    click.echo(f"\n{len(entries)} entries in {results['total_seconds'] / 60:.1f} minutes")
     click.echo(f"wrote {out / (stamp + '.json')} and {out / 'latest.json'}")
 
 
