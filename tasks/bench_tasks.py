@@ -31,14 +31,17 @@ SEQUENCES_FULL = ("mnist1d", "gunpoint", "arrowhead", "keywords")
 KEYWORDS_DIR = Path("benchmarks/data/keywords")  # relative to the repository
 
 
-def _extra_sets(name: str, repo: Path) -> list:
-    """``--set`` arguments a config needs when run from the benchmark's scratch folder."""
-    if name != "keywords":
-        return []
+def keyword_clips(repo: Path) -> Path:
+    """The spoken keyword clips of the checkout; a one-line error when they were never spoken."""
     clips = repo / KEYWORDS_DIR
     if not (clips / "yes").is_dir():
         raise click.ClickException(f"{clips}: no keyword clips; `make keywords-data` speaks them (espeak-ng)")
-    return ["--set", f"data.source=audio:{clips}"]
+    return clips
+
+
+def _extra_sets(name: str, repo: Path) -> list:
+    """``--set`` arguments a config needs when run from the benchmark's scratch folder."""
+    return ["--set", f"data.source=audio:{keyword_clips(repo)}"] if name == "keywords" else []
 
 
 def one(name: str, work: Path, repo: Path, cnnpipe, bench_file) -> dict:

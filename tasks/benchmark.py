@@ -223,10 +223,19 @@ def chosen_entries(only: tuple, skip: tuple, full: bool) -> list:
     return [e for e in ENTRIES if e in wanted and e not in skip]
 
 
+def check_inputs(entries: list, full: bool) -> None:
+    """Refuse, before anything runs or is deleted, when an entry's data is missing."""
+    if any(e in NEEDS_FASHION for e in entries) and not FASHION_DIR.is_dir():
+        raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist "
+                                   "(make benchmark installs it)")
+    if full and "sequences" in entries:
+        from tasks import bench_tasks
+
+        bench_tasks.keyword_clips(REPO)
+
+
 def _run_entry(name: str, work: Path, fashion_budget: float, full: bool, png_dir: Path | None) -> dict:
     """One entry's results, keyed as they appear in the JSON."""
-    if name in NEEDS_FASHION and not FASHION_DIR.is_dir():
-        raise click.ClickException(f"{FASHION_DIR}: missing; apt-get install -y dataset-fashion-mnist")
     if name == "digits":
         return {"digits": digits(work), "latency_batch1": latency(work)}
     if name == "fashion":
@@ -287,6 +296,7 @@ def main(out: Path, work: Path, fashion_budget: float, full: bool, only: tuple, 
     entries = chosen_entries(only, skip, full)
     if not entries:
         raise click.UsageError("--only and --skip leave no entry to run")
+    check_inputs(entries, full)
     marker = work / ".cnnpipe-benchmark"
     if work.exists() and any(work.iterdir()) and not marker.exists():
         raise click.UsageError(f"--work {work}: not empty and not a benchmark scratch folder; "

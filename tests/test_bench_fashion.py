@@ -84,3 +84,29 @@ def test_training_profile_keeps_the_median_of_interleaved_rounds(tmp_path):
     lines = bench_profile.table(result).splitlines()
     assert len(lines) == n + 1 and lines[1].split()[:3] == ["default", f"{800 + 2 + n + 128:,}", "1.00x"]
     assert result["variants"]["default"]["batch_size"] == 128  # configs/fashion_mnist.yaml's train.batch_size
+
+
+def test_compare_trains_each_config_under_its_own_run_name(tmp_path, monkeypatch):
+    """The two configs run as fashion_default and fashion_baseline, never as `default` (the digits entry's
+    run in the same scratch folder), each with the training budget, and both kernel sets are timed."""
+    calls, timed = [], []
+
+    def fake_cnnpipe(args, cwd):
+        calls.append([str(a) for a in args])
+
+    def fake_bench(path, cwd, kernels):
+        timed.append((path.parent.name, path.name, kernels))
+        return {"mean_ms": 0.3}
+
+    made = {"fashion_default": _figures(0.93, 80_000, 0.1, 500.0, 0.35, 0.3),
+            "fashion_baseline": _figures(0.915, 34_826, 0.1, None, 0.1, 0.07)}
+    monkeypatch.setattr(bench_fashion, "figures", lambda work, run, lat, lat_builtin: dict(made[run]))
+    results = bench_fashion.compare(tmp_path, bench_fashion.Path("/repo"), 300.0, fake_cnnpipe, fake_bench)
+    assert [c[c.index("--run") + 1] for c in calls] == ["fashion_default", "fashion_baseline"]
+    assert all("train.time_budget_s=300.0" in c for c in calls)
+    assert calls[0][2].endswith("configs/fashion_mnist.yaml")
+    assert calls[1][2].endswith("configs/fashion_baseline.yaml")
+    assert len(timed) == 8 and {k for _, _, k in timed} == {"default", "builtin"}
+    assert results["default"]["params"] == 80_000 and results["baseline"]["params"] == 34_826
+    assert results["targets"]["time_to_92_at_most_half_baseline"]["met"]
+    assert not results["targets"]["int8_accuracy_at_least_94"]["met"]

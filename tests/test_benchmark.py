@@ -104,3 +104,20 @@ def test_benchmark_refuses_a_foreign_work_folder_and_writes_nothing(tmp_path):
     assert not out.exists() and not (tmp_path / "w2").exists()
     result = CliRunner().invoke(benchmark.main, ["--only", "nosuch"])
     assert result.exit_code == 2 and "nosuch" in result.output
+
+
+def test_missing_data_is_refused_before_the_scratch_folder_is_emptied(tmp_path, monkeypatch):
+    """A benchmark scratch folder from an earlier run stays as it was when an entry's data is missing."""
+    work, out = tmp_path / "work", tmp_path / "results"
+    work.mkdir()
+    (work / ".cnnpipe-benchmark").touch()
+    (work / "earlier.json").write_text("{}")
+    monkeypatch.setattr(benchmark, "FASHION_DIR", tmp_path / "no-fashion")
+    args = ["--work", str(work), "--out", str(out)]
+    result = CliRunner().invoke(benchmark.main, [*args, "--only", "transfer"])
+    assert result.exit_code == 1 and "no-fashion: missing" in result.output
+    monkeypatch.setattr(benchmark, "REPO", tmp_path)  # a checkout without spoken keyword clips
+    result = CliRunner().invoke(benchmark.main, [*args, "--full", "--only", "sequences"])
+    assert result.exit_code == 1 and "make keywords-data" in result.output
+    assert sorted(p.name for p in work.iterdir()) == [".cnnpipe-benchmark", "earlier.json"]
+    assert not out.exists()
