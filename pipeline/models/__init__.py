@@ -72,8 +72,7 @@ def build(model_cfg, input_shape, num_classes: int, runs_root: Path | str = "run
     if model_cfg.backbone:
         return transfer.backbone(model_cfg, input_shape, num_classes)
     ops = plan(model_cfg, input_shape, num_classes, stride, boxes)
-    where = "model" if model_cfg.layers else f"model.preset {model_cfg.preset}"
-    summary.check_memory(summary.estimate(ops), where)
+    summary.check_memory(summary.estimate(ops), spec_key(model_cfg))
     keras.utils.set_random_seed(model_cfg.seed)
     name = f"cnnpipe_{spec_name(model_cfg)}"
     return spec.to_keras(ops, name, model_cfg.initializer, model_cfg.l2)
