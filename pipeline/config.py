@@ -128,10 +128,12 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = opt(30, "maximum number of epochs", min=1, max=10000)
     batch_size: int = opt(64, "batch size", min=1, max=65536)
-    learning_rate: float = opt(0.003, "peak learning rate of Adam", min=1e-7, max=10)
+    optimizer: str = opt("adam", "adam, or sgd (SGD with Nesterov momentum)", choices=["adam", "sgd"])
+    learning_rate: float = opt(0.003, "peak learning rate", min=1e-7, max=10)
+    momentum: float = opt(0.9, "momentum of sgd", min=0, max=0.999)
     schedule: str = opt("cosine", "learning-rate schedule", choices=["cosine", "constant"])
     warmup_epochs: int = opt(1, "linear warm-up epochs before the schedule", min=0)
-    weight_decay: float = opt(0.0, "decoupled weight decay (AdamW when > 0)", min=0, max=1)
+    weight_decay: float = opt(0.0, "decoupled weight decay (AdamW with adam when > 0)", min=0, max=1)
     finetune_epochs: int = opt(0, "transfer learning: epochs of fine-tuning after the head's train.epochs "
                                "(0: head only)", min=0, max=10000)
     finetune_lr: float = opt(0.0001, "transfer learning: peak learning rate of fine-tuning", min=1e-9, max=10)

@@ -1,5 +1,6 @@
-"""Compile and fit: Adam (AdamW with weight decay) on a warm-up + cosine schedule, early stopping on
-validation loss with the best weights kept, ``history.csv``, TensorBoard logs and a line per epoch.
+"""Compile and fit: Adam (AdamW with weight decay) or SGD with Nesterov momentum on a warm-up + cosine
+schedule, early stopping on validation loss with the best weights kept, ``history.csv``, TensorBoard logs
+and a line per epoch.
 
 A transfer model (a frozen base under a new class layer) trains in two phases: the head for
 ``train.epochs``, then, when ``train.finetune_epochs`` > 0, the base unfrozen from ``model.unfreeze_from``
@@ -37,6 +38,9 @@ def optimizer(train_cfg, steps_per_epoch: int):
     import keras
 
     lr = learning_rate(train_cfg, steps_per_epoch)
+    if train_cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=train_cfg.momentum, nesterov=train_cfg.momentum > 0,
+                                    weight_decay=train_cfg.weight_decay or None)
     if train_cfg.weight_decay > 0:
         return keras.optimizers.AdamW(lr, weight_decay=train_cfg.weight_decay)
     return keras.optimizers.Adam(lr)

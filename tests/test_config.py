@@ -162,6 +162,7 @@ def test_keys_are_validated_at_load_whichever_stage_reads_them(override, message
     (["evaluate", "--set", "export.dest= "], "export.dest: must not be empty"),
     (["build", "--set", "train.seed=4294967296"], "train.seed: 4294967296 is above the maximum 4294967295"),
     (["train", "--set", "train.learning_rate=1e-x"], "train.learning_rate: expected a number, got '1e-x'"),
+    (["train", "--set", "train.optimizer=rmsprop"], "train.optimizer: 'rmsprop' is not one of adam, sgd"),
 ])
 def test_cli_validates_keys_the_stage_does_not_read(workdir, args, needle):
     result = invoke([*args, "--config", DEFAULT_CONFIG, "--run", "r"])
