@@ -146,8 +146,11 @@ def write_history(path: Path, rows: list) -> Path:
 
 
 def callbacks(checkpoint: Checkpoint, state: State, history_path: Path, train_cfg,
-              best_weights: list | None) -> list:
-    """[early stopping that continues from ``state``, the callback that saves ``state`` each epoch]."""
+              best_weights: list | None, replan=None) -> list:
+    """[early stopping that continues from ``state``, the callback that saves ``state`` each epoch].
+
+    ``replan(history) -> epochs``, when given, re-plans the schedule's length after each epoch; the
+    history row records it as ``planned_epochs``."""
     import keras
 
     class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -177,6 +180,8 @@ def callbacks(checkpoint: Checkpoint, state: State, history_path: Path, train_cf
             row["epoch_s"] = round(time.perf_counter() - getattr(self, "started", time.perf_counter()), 3)
             row["time_s"] = round(sum(r.get("epoch_s", 0.0) for r in earlier) + row["epoch_s"], 3)
             state.history = earlier + [row]
+            if replan is not None:
+                row["planned_epochs"] = replan(state.history)
             state.epoch = epoch + 1
             state.early_stopping = stopper.snapshot()
             budget = getattr(train_cfg, "time_budget_s", 0)

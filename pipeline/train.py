@@ -1,6 +1,7 @@
 """Compile and fit: Adam (AdamW with weight decay) or SGD with Nesterov momentum on a warm-up + cosine
-schedule, early stopping on validation loss with the best weights kept, ``history.csv``, TensorBoard logs
-and a line per epoch.
+schedule (:mod:`pipeline.schedules`: over the epochs that fit ``train.time_budget_s`` when set), early
+stopping on validation loss with the best weights kept, ``history.csv``, TensorBoard logs and a line per
+epoch.
 
 A transfer model (a frozen base under a new class layer) trains in two phases: the head for
 ``train.epochs``, then, when ``train.finetune_epochs`` > 0, the base unfrozen from ``model.unfreeze_from``
@@ -13,31 +14,20 @@ as the global batch, in ``mixed_float16`` where configured; the saved ``model.ke
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 from pipeline import artifacts, data, input_pipeline
 from pipeline.errors import PipelineError
+from pipeline.schedules import learning_rate
 
 
-def learning_rate(train_cfg, steps_per_epoch: int):
-    """A float for ``constant``; a Keras schedule (linear warm-up, then cosine decay) for ``cosine``."""
+def optimizer(train_cfg, steps_per_epoch: int, schedule=None):
+    """The configured optimizer on ``schedule`` (default: :func:`pipeline.schedules.learning_rate`)."""
     import keras
 
-    if train_cfg.schedule == "constant":
-        return train_cfg.learning_rate
-    warmup = train_cfg.warmup_epochs * steps_per_epoch
-    decay = max(1, train_cfg.epochs * steps_per_epoch - warmup)
-    if warmup == 0:
-        return keras.optimizers.schedules.CosineDecay(train_cfg.learning_rate, decay, alpha=0.01)
-    return keras.optimizers.schedules.CosineDecay(
-        0.0, decay, alpha=0.01, warmup_target=train_cfg.learning_rate, warmup_steps=warmup)
-
-
-def optimizer(train_cfg, steps_per_epoch: int):
-    import keras
-
-    lr = learning_rate(train_cfg, steps_per_epoch)
+    lr = learning_rate(train_cfg, steps_per_epoch) if schedule is None else schedule
     if train_cfg.optimizer == "sgd":
         return keras.optimizers.SGD(lr, momentum=train_cfg.momentum, nesterov=train_cfg.momentum > 0,
                                     weight_decay=train_cfg.weight_decay or None)
@@ -46,14 +36,14 @@ def optimizer(train_cfg, steps_per_epoch: int):
     return keras.optimizers.Adam(lr)
 
 
-def compile_model(model, train_cfg, steps_per_epoch: int, loss=None):
+def compile_model(model, train_cfg, steps_per_epoch: int, loss=None, schedule=None):
     """Compile with the task's loss (:func:`pipeline.heads.loss`; a classifier's cross-entropy by default)
     and accuracy: of labels, of detection cells, of segmentation pixels."""
     import keras
 
     if loss is None:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg.label_smoothing)
-    model.compile(optimizer=optimizer(train_cfg, steps_per_epoch), loss=loss, metrics=["accuracy"])
+    model.compile(optimizer=optimizer(train_cfg, steps_per_epoch, schedule), loss=loss, metrics=["accuracy"])
     return model
 
 
@@ -93,13 +83,14 @@ def datasets(data_dir: Path, meta: dict, cfg, strategy=None):
     return train_ds, val_ds
 
 
-def callbacks(out_dir: Path, train_cfg, checkpoint, state, best_weights) -> list:
-    """Early stopping and the per-epoch checkpoint (both resumable), then TensorBoard."""
+def callbacks(out_dir: Path, train_cfg, checkpoint, state, best_weights, replan=None) -> list:
+    """Early stopping and the per-epoch checkpoint (both resumable; ``replan`` re-plans a time-budget
+    schedule after each epoch), then TensorBoard."""
     import keras
 
     from pipeline import resume
 
-    return resume.callbacks(checkpoint, state, out_dir / "history.csv", train_cfg, best_weights) + [
+    return resume.callbacks(checkpoint, state, out_dir / "history.csv", train_cfg, best_weights, replan) + [
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard"), histogram_freq=0,
                                     write_graph=False, profile_batch=0),
     ]
@@ -188,11 +179,16 @@ def fit(model_path: Path, data_dir: Path, cfg, out_dir: Path, resume_key: str | 
         steps = math.ceil(meta["counts"]["train"] / tc.batch_size)
         from pipeline import heads
 
+        schedule = learning_rate(tc, steps, budget=True)
         model = compile_model(training_model(model_path, meta, cfg, policy, Path(data_dir).parent.parent), tc,
-                              steps, heads.loss(cfg, meta))
+                              steps, heads.loss(cfg, meta), schedule)
         if state is not None:
             ckpt.restore(model, state)
     state = state or resume.State(key)
+    replan = None
+    if hasattr(schedule, "replan"):  # the cosine spans the epochs that fit train.time_budget_s
+        schedule.replan(state.history, tc.time_budget_s)  # a resumed run continues its plan
+        replan = functools.partial(schedule.replan, budget_s=tc.time_budget_s)
     best = ckpt.best_weights(state)
     keras.utils.set_random_seed(tc.seed)  # again: rebuilding a mixed-precision model reseeds
     train_ds = val_ds = None
@@ -200,7 +196,8 @@ def fit(model_path: Path, data_dir: Path, cfg, out_dir: Path, resume_key: str | 
         train_ds, val_ds = datasets(data_dir, meta, cfg, strategy)
         strategies.local_symbolic_build(model, strategy)
         model.fit(train_ds, validation_data=val_ds, epochs=tc.epochs, initial_epoch=state.epoch,
-                  callbacks=callbacks(out_dir, tc, ckpt, state, best), verbose=tc.verbose, shuffle=False)
+                  callbacks=callbacks(out_dir, tc, ckpt, state, best, replan), verbose=tc.verbose,
+                  shuffle=False)
     elif best is not None:
         model.set_weights(best)  # it had finished before the kill: what early stopping restores at the end
     finetune = None

@@ -263,3 +263,34 @@ def test_time_budget_stops_after_the_epoch_that_spends_it_and_history_records_wa
     assert state["early_stopping"]["stopped_by"] == "train.time_budget_s"
     again = train.fit(run_dir / "model" / "model.keras", run_dir / "data", cfg, run_dir / "train")
     assert again["epochs_run"] == 1 and again["resumed_from_epoch"] == 1  # a spent budget stays spent
+
+
+def test_time_budget_cosine_ends_at_its_low_rate_within_the_budget_and_a_resume_keeps_the_plan(
+        prepared, tmp_path, monkeypatch):
+    """A clock on which every epoch takes 10 s: a 35 s budget holds 4 of 8 epochs, so the cosine is planned
+    over 4 and the last one ends at 1% of the peak rate (a fixed 8-epoch cosine would still be at half).
+    Stopped after 2 epochs and resumed, the run re-plans from its history and ends the same way."""
+    import itertools
+    import types
+
+    from pipeline import schedules, train
+
+    ticks = itertools.count(step=10.0)
+    monkeypatch.setattr(resume, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    run_dir = copy_prepared(prepared, tmp_path / "runs")
+    common = ("train.verbose=0", "train.time_budget_s=35", "train.patience=100", "train.warmup_epochs=1",
+              "train.learning_rate=0.004")
+    first = train.fit(run_dir / "model" / "model.keras", run_dir / "data", _cfg("train.epochs=2", *common),
+                      run_dir / "train")
+    assert first["epochs_run"] == 2
+    cfg = _cfg("train.epochs=8", *common)
+    summary = train.fit(run_dir / "model" / "model.keras", run_dir / "data", cfg, run_dir / "train")
+    assert summary["resumed_from_epoch"] == 2 and summary["epochs_run"] == 4
+    rows = history(run_dir)
+    assert [float(r["time_s"]) for r in rows] == [10.0, 20.0, 30.0, 40.0]
+    assert [int(r["planned_epochs"]) for r in rows] == [2, 2, 4, 4]  # the first call planned its own 2
+    rates = [float(r["learning_rate"]) for r in rows]
+    assert rates[1] == pytest.approx(0.004 * schedules.ALPHA, rel=1e-4)  # the 2-epoch plan's end
+    assert rates[2] > rates[3] and rates[3] == pytest.approx(0.004 * schedules.ALPHA, rel=1e-4)
+    state = artifacts.read_json(run_dir / "train" / "checkpoint" / "state.json")
+    assert state["early_stopping"]["stopped_by"] == "train.time_budget_s"
