@@ -212,7 +212,7 @@ def table(results: dict) -> str:
 
 
 ENTRIES = ("digits", "fashion", "sequences", "tasks", "transfer", "profile", "large-folder")
-DEFAULT_ENTRIES = ("digits", "fashion", "sequences", "tasks", "transfer")  # 45 minutes measured on 2 cores
+DEFAULT_ENTRIES = ("digits", "fashion", "sequences", "tasks", "transfer")  # 45-48 minutes measured on 2 cores
 NEEDS_FASHION = ("fashion", "transfer", "profile", "large-folder")
 
 
