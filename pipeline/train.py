@@ -18,7 +18,7 @@ import functools
 import math
 from pathlib import Path
 
-from pipeline import artifacts, data, input_pipeline
+from pipeline import artifacts, data, input_pipeline, schedules
 from pipeline.errors import PipelineError
 from pipeline.schedules import learning_rate
 
@@ -186,9 +186,9 @@ def fit(model_path: Path, data_dir: Path, cfg, out_dir: Path, resume_key: str | 
             ckpt.restore(model, state)
     state = state or resume.State(key)
     replan = None
-    if hasattr(schedule, "replan"):  # the cosine spans the epochs that fit train.time_budget_s
-        schedule.replan(state.history, tc.time_budget_s)  # a resumed run continues its plan
-        replan = functools.partial(schedule.replan, budget_s=tc.time_budget_s)
+    if schedules.budgeted(tc):  # the cosine spans the epochs that fit train.time_budget_s
+        replan = functools.partial(schedules.replan, schedule, train_cfg=tc, steps_per_epoch=steps)
+        replan(state.history)  # a resumed run continues its plan
     best = ckpt.best_weights(state)
     keras.utils.set_random_seed(tc.seed)  # again: rebuilding a mixed-precision model reseeds
     train_ds = val_ds = None

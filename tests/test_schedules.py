@@ -33,14 +33,16 @@ def test_planned_epochs(epoch_s, budget, epochs, planned):
 @pytest.mark.parametrize("warmup", [0, 2])
 def test_budget_cosine_matches_keras_cosine_until_replanned(warmup):
     cfg = config.load(DEFAULT_CONFIG, ["train.epochs=6", f"train.warmup_epochs={warmup}",
-                                       "train.learning_rate=0.01", "train.time_budget_s=60"])
+                                       "train.learning_rate=0.01", "train.time_budget_s=45"])
     steps = 7
     fixed = schedules.learning_rate(cfg.train, steps)
     budget = schedules.learning_rate(cfg.train, steps, budget=True)
-    assert type(fixed).__name__ == "CosineDecay" and hasattr(budget, "replan")
+    assert type(fixed).__name__ == type(budget).__name__ == "CosineDecay"
+    assert isinstance(fixed.decay_steps, int) and not isinstance(budget.decay_steps, int)  # a variable
     at = range(0, 6 * steps + 3)
     np.testing.assert_allclose([float(budget(s)) for s in at], [float(fixed(s)) for s in at],
                                rtol=1e-5, atol=1e-9)
-    assert budget.replan(_rows(10, 10, 10), 45) == 5 and float(budget.planned) == 5.0
+    assert schedules.replan(budget, _rows(10, 10, 10), cfg.train, steps) == 5
+    assert float(budget.decay_steps) == 5 * steps - warmup * steps
     assert float(budget(5 * steps)) == pytest.approx(0.01 * schedules.ALPHA)
     assert float(budget(3 * steps)) < float(fixed(3 * steps))  # 5 epochs decay faster than 6
