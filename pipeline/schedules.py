@@ -19,6 +19,11 @@ def budgeted(train_cfg) -> bool:
     return train_cfg.schedule == "cosine" and train_cfg.time_budget_s > 0
 
 
+def _decay_steps(train_cfg, epochs: int, steps_per_epoch: int) -> int:
+    """The cosine's length in steps: ``epochs`` less the warm-up (at least one step)."""
+    return max(1, (epochs - train_cfg.warmup_epochs) * steps_per_epoch)
+
+
 def learning_rate(train_cfg, steps_per_epoch: int, budget: bool = False):
     """A float for ``constant``; for ``cosine`` a Keras schedule (linear warm-up, then cosine decay), whose
     decay length is a variable for :func:`replan` when ``budget`` and :func:`budgeted`."""
@@ -27,7 +32,7 @@ def learning_rate(train_cfg, steps_per_epoch: int, budget: bool = False):
     if train_cfg.schedule == "constant":
         return train_cfg.learning_rate
     warmup = train_cfg.warmup_epochs * steps_per_epoch
-    decay = max(1, train_cfg.epochs * steps_per_epoch - warmup)
+    decay = _decay_steps(train_cfg, train_cfg.epochs, steps_per_epoch)
     if budget and budgeted(train_cfg):
         decay = keras.Variable(float(decay), dtype="float32", trainable=False, name="decay_steps")
     if warmup == 0:
@@ -40,8 +45,7 @@ def replan(schedule, history: list, train_cfg, steps_per_epoch: int) -> int:
     """Set the decay length of a budgeted ``schedule`` to the epochs :func:`planned_epochs` gives after
     ``history``; returns them."""
     planned = planned_epochs(history, train_cfg.time_budget_s, train_cfg.epochs)
-    warmup = train_cfg.warmup_epochs * steps_per_epoch
-    schedule.decay_steps.assign(float(max(1, planned * steps_per_epoch - warmup)))
+    schedule.decay_steps.assign(float(_decay_steps(train_cfg, planned, steps_per_epoch)))
     return planned
 
 
