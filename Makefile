@@ -74,7 +74,7 @@ report: $(STAMP)
 	$(CNNPIPE) report --config $(CONFIG) $(if $(RUN),--run $(RUN))
 
 ## test: check the style (flake8), then run the test suite (tests marked slow run with `make test-slow`)
-test: lint $(CHROMIUM)
+test: lint $(CHROMIUM) $(ESPEAK)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 ## lint: flake8 on pipeline/, tasks/ and tests/ (lines up to 110 characters, setup.cfg [flake8])
@@ -82,7 +82,7 @@ lint: $(STAMP)
 	$(BIN)/python -m flake8 pipeline tasks tests
 
 ## test-slow: run only the slow tests (multi-worker restart, preset exports, keywords, transfer, report in Chromium)
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(CHROMIUM) $(ESPEAK) $(FASHION)
 	$(BIN)/python -m pytest -q -m slow
 
 ## benchmark: digits, Fashion-MNIST default vs the Keras baseline, MNIST-1D, detection, segmentation, transfer (~1 h)
