@@ -291,6 +291,19 @@ def _check_model(m: ModelConfig) -> None:
         raise ConfigError("model.backbone: set either model.base_model or model.backbone, not both")
 
 
+PRESET_ONLY = ("preset", "filters", "kernel_size", "strides", "padding", "pool_size", "batch_norm", "dense",
+               "width")
+
+
+def _check_spec_only(model: dict) -> None:
+    """A layer spec replaces the preset: the preset's own keys beside it would be silently ignored."""
+    ignored = [f"model.{key}" for key in PRESET_ONLY if key in model]
+    if model.get("layers") and ignored:
+        raise ConfigError(f"{', '.join(ignored)}: no effect when model.layers is given (the layer spec sets "
+                          "every block itself): change model.layers, or build the preset instead with "
+                          "--set model.layers=[]")
+
+
 def from_dict(raw: dict | None) -> Config:
     """Build a validated :class:`Config` from a nested mapping (e.g. parsed YAML)."""
     raw = raw or {}
@@ -313,6 +326,7 @@ def from_dict(raw: dict | None) -> Config:
                 value = [value, value]
             clean[key] = _coerce(f"{name}.{key}", value, tp, meta)
         kwargs[name] = SECTIONS[name](**clean)
+    _check_spec_only(raw.get("model") or {})
     cfg = Config(**kwargs)
     _check_lists(cfg)
     return cfg

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import DEFAULT_CONFIG, TINY, invoke, one_line_error
-from pipeline import artifacts
+from pipeline import artifacts, config
 
 
 def _no_stage_written(root, run, stage="data"):
@@ -81,6 +81,18 @@ def test_yaml_syntax_error_through_cli(workdir):
     bad.write_text("data:\n  source: digits\n  seed: [1\n")
     one_line_error(invoke(["run", "--config", bad]), 2, "bad.yaml", "YAML syntax error")
     assert not (workdir / "runs").exists()
+
+
+def test_preset_keys_beside_a_layer_spec_are_refused_not_ignored(workdir):
+    from conftest import REPO
+
+    args = ["--config", REPO / "configs" / "fashion_mnist.yaml", "--run", "spec"]   # a written-out ResNet-8
+    result = invoke(["build", *args, "--set", "model.filters=[16, 32]", "--set", "model.preset=lenet5"])
+    one_line_error(result, 2, "model.preset, model.filters: no effect when model.layers is given",
+                   "--set model.layers=[]")
+    assert not (workdir / "runs").exists()
+    cfg = config.load(REPO / "configs" / "fashion_mnist.yaml", ["model.layers=[]", "model.preset=lenet5"])
+    assert (cfg.model.layers, cfg.model.preset) == ([], "lenet5")     # the way out the message names works
 
 
 def test_image_too_small_for_pooling(workdir):

@@ -280,7 +280,8 @@ def _idx_subset(src, dest, train: int, test: int) -> None:
 @pytest.mark.skipif(CHROMIUM is None or not os.path.isdir(FASHION),
                     reason="needs headless Chromium and the Debian package dataset-fashion-mnist")
 def test_fashion_mnist_report_in_chromium(workdir, tmp_path):
-    """A short Fashion-MNIST run (4,000 training images, 2 epochs) through export, its report rendered."""
+    """A short Fashion-MNIST run of the default ResNet-8 (4,000 training images, 2 epochs) through export, its
+    report rendered."""
     from pathlib import Path
 
     from conftest import REPO
@@ -288,8 +289,11 @@ def test_fashion_mnist_report_in_chromium(workdir, tmp_path):
     _idx_subset(Path(FASHION), tmp_path / "fashion-subset", 4000, 1000)
     result = invoke(["run", "--config", REPO / "configs" / "fashion_mnist.yaml", "--run", "fashion",
                      "--set", f"data.source=idx:{tmp_path / 'fashion-subset'}", "--set", "data.fallback=",
-                     "--set", "train.epochs=2", "--set", "model.filters=[16, 32]", "--set", "train.verbose=0",
-                     "--set", "export.representative_samples=200"])
+                     "--set", "train.epochs=2", "--set", "train.verbose=0",
+                     "--set", "export.representative_samples=200",
+                     # ~100 test images a class after 2 epochs: 5 changed labels move a class 5 points; the
+                     # export gates have their own tests, this one is about the page
+                     "--set", "export.max_class_drop=100"])
     assert result.exit_code == 0, result.output
     assert "Ankle boot" in (workdir / "exported" / "fashion" / "report.html").read_text()  # the bundle's copy
     assert invoke(["report", "--run", "fashion"]).exit_code == 0
