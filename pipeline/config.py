@@ -295,10 +295,13 @@ PRESET_ONLY = ("preset", "filters", "kernel_size", "strides", "padding", "pool_s
                "width")
 
 
-def _check_spec_only(model: dict) -> None:
-    """A layer spec replaces the preset: the preset's own keys beside it would be silently ignored."""
-    ignored = [f"model.{key}" for key in PRESET_ONLY if key in model]
-    if model.get("layers") and ignored:
+def _check_spec_only(file_model: dict, set_keys: set, layers: list) -> None:
+    """A layer spec replaces the preset, so the preset's own keys beside it would be silently ignored: refuse
+    them when a --set gives them, or when the file that holds them holds a layer spec too. (A file written
+    for a preset, such as configs/default.yaml, may list them: ``--set model.layers=...`` replaces it.)"""
+    given = set_keys | (set(file_model) if file_model.get("layers") else set())
+    ignored = [f"model.{key}" for key in PRESET_ONLY if key in given]
+    if layers and ignored:
         raise ConfigError(f"{', '.join(ignored)}: no effect when model.layers is given (the layer spec sets "
                           "every block itself): change model.layers, or build the preset instead with "
                           "--set model.layers=[]")
@@ -326,7 +329,6 @@ def from_dict(raw: dict | None) -> Config:
                 value = [value, value]
             clean[key] = _coerce(f"{name}.{key}", value, tp, meta)
         kwargs[name] = SECTIONS[name](**clean)
-    _check_spec_only(raw.get("model") or {})
     cfg = Config(**kwargs)
     _check_lists(cfg)
     return cfg
@@ -367,14 +369,20 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> C
             raise ConfigError(f"{path}: cannot read: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    file_model = dict(raw.get("model") or {}) if isinstance(raw.get("model"), dict) else {}
+    set_keys = set()
     for item in overrides:
         (section, key), value = parse_override(item)
+        if section == "model":
+            set_keys.add(key)
         if raw.get(section) is None:
             raw[section] = {}
         if not isinstance(raw[section], dict):
             raise ConfigError(f"{section}: expected a mapping of keys")
         raw[section][key] = value
-    return from_dict(raw)
+    cfg = from_dict(raw)
+    _check_spec_only(file_model, set_keys, cfg.model.layers)
+    return cfg
 
 
 def describe() -> list[tuple[str, str, str, str]]:

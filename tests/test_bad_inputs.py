@@ -93,6 +93,12 @@ def test_preset_keys_beside_a_layer_spec_are_refused_not_ignored(workdir):
     assert not (workdir / "runs").exists()
     cfg = config.load(REPO / "configs" / "fashion_mnist.yaml", ["model.layers=[]", "model.preset=lenet5"])
     assert (cfg.model.layers, cfg.model.preset) == ([], "lenet5")     # the way out the message names works
+    both = workdir / "both.yaml"                                         # one file holding both
+    both.write_text("model:\n  layers: [{conv: {filters: 8}}, {global_pool: {}}]\n  dense: [64]\n")
+    one_line_error(invoke(["build", "--config", both, "--run", "spec"]), 2, "model.dense: no effect")
+    assert not (workdir / "runs").exists()
+    # a file written for a preset lists the preset's keys; a spec given with --set replaces that preset
+    assert config.load(DEFAULT_CONFIG, ["model.layers=[{conv: {filters: 8}}]"]).model.filters == [32, 64]
 
 
 def test_image_too_small_for_pooling(workdir):
