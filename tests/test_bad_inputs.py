@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DEFAULT_CONFIG, TINY, invoke, one_line_error
+from conftest import DEFAULT_CONFIG, REPO, TINY, invoke, one_line_error
 from pipeline import artifacts, config
 
 
@@ -84,8 +84,6 @@ def test_yaml_syntax_error_through_cli(workdir):
 
 
 def test_preset_keys_beside_a_layer_spec_are_refused_not_ignored(workdir):
-    from conftest import REPO
-
     args = ["--config", REPO / "configs" / "fashion_mnist.yaml", "--run", "spec"]   # a written-out ResNet-8
     result = invoke(["build", *args, "--set", "model.filters=[16, 32]", "--set", "model.preset=lenet5"])
     one_line_error(result, 2, "model.preset, model.filters: no effect when model.layers is given",
