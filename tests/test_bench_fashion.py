@@ -88,7 +88,8 @@ def test_training_profile_keeps_the_median_of_interleaved_rounds(tmp_path):
 
 def test_compare_trains_each_config_under_its_own_run_name(tmp_path, monkeypatch):
     """The two configs run as fashion_default and fashion_baseline, never as `default` (the digits entry's
-    run in the same scratch folder), each with the training budget, and both kernel sets are timed."""
+    run in the same scratch folder), each with the training budget (which plans the default's schedule up to
+    100 epochs; the baseline's runs until it), and both kernel sets are timed."""
     calls, timed = [], []
 
     def fake_cnnpipe(args, cwd):
@@ -104,6 +105,7 @@ def test_compare_trains_each_config_under_its_own_run_name(tmp_path, monkeypatch
     results = bench_fashion.compare(tmp_path, bench_fashion.Path("/repo"), 300.0, fake_cnnpipe, fake_bench)
     assert [c[c.index("--run") + 1] for c in calls] == ["fashion_default", "fashion_baseline"]
     assert all("train.time_budget_s=300.0" in c for c in calls)
+    assert "train.epochs=100" in calls[0] and not any(a.startswith("train.epochs") for a in calls[1])
     assert calls[0][2].endswith("configs/fashion_mnist.yaml")
     assert calls[1][2].endswith("configs/fashion_baseline.yaml")
     assert len(timed) == 8 and {k for _, _, k in timed} == {"default", "builtin"}
