@@ -198,6 +198,27 @@ def large_folder(work: Path, sizes=(10_000, 60_000), epoch_model: str = "[16, 32
     return out
 
 
+# SIMD features that decide how fast int8 kernels run next to float32 ones: XNNPACK's int8 convolutions need
+# VNNI (x86) or the dot-product instructions (ARM) to beat float32 (benchmarks/README.md "Experiments")
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """The CPU's model name and which of :data:`CPU_FEATURES` it has (Linux; elsewhere what platform says)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return {"model": platform.processor() or platform.machine(), "features": None}
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip().lower(), value.strip())
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    return {"model": fields.get("model name") or fields.get("cpu model") or platform.machine(),
+            "features": [f for f in CPU_FEATURES if f in flags]}
+
+
 def table(results: dict) -> str:
     rows = []
     for group, values in results.items():
@@ -307,7 +328,7 @@ def main(out: Path, work: Path, fashion_budget: float, full: bool, only: tuple, 
     marker.touch()
     work = work.resolve()
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                           "platform": platform.platform()},
+                           "platform": platform.platform(), "cpu": cpu_info()},
                "entries": entries, "entry_seconds": {}}
     start = time.perf_counter()
     for name in entries:

@@ -23,6 +23,18 @@ def test_default_entries_leave_out_the_slow_ones_and_full_runs_all():
         assert (benchmark.REPO / "configs" / bench_tasks.CONFIGS[name]).is_file()
 
 
+def test_cpu_info_names_the_model_and_the_int8_features(tmp_path):
+    x86 = tmp_path / "x86"
+    core = "model name\t: AMD EPYC\nflags\t\t: fpu sse avx2 fma avx512f avx512_vnni\n"
+    x86.write_text(f"processor\t: 0\n{core}\nprocessor\t: 1\n{core}")
+    assert benchmark.cpu_info(x86) == {"model": "AMD EPYC",
+                                       "features": ["avx2", "fma", "avx512f", "avx512_vnni"]}
+    arm = tmp_path / "arm"                                    # a Raspberry Pi 5: no model name, Features
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd aes crc32 asimddp\n")
+    assert benchmark.cpu_info(arm)["features"] == ["asimddp"]
+    assert benchmark.cpu_info(tmp_path / "missing")["features"] is None
+
+
 def test_config_entry_runs_each_stage_and_reads_the_run(tiny_run, tmp_path):
     """The entry runs the five stages of its config under its own run name, then reads parameters, accuracy,
     file sizes and the TFLM arena from what the run wrote (a real tiny run stands in for MNIST-1D)."""
