@@ -295,11 +295,10 @@ PRESET_ONLY = ("preset", "filters", "kernel_size", "strides", "padding", "pool_s
                "width")
 
 
-def _check_spec_only(file_model: dict, set_keys: set, layers: list) -> None:
+def _check_spec_only(given: set, layers: list) -> None:
     """A layer spec replaces the preset, so the preset's own keys beside it would be silently ignored: refuse
-    them when a --set gives them, or when the file that holds them holds a layer spec too. (A file written
+    the ``given`` ones: those a --set gives, and those of a file that holds a layer spec too. (A file written
     for a preset, such as configs/default.yaml, may list them: ``--set model.layers=...`` replaces it.)"""
-    given = set_keys | (set(file_model) if file_model.get("layers") else set())
     ignored = [f"model.{key}" for key in PRESET_ONLY if key in given]
     if layers and ignored:
         raise ConfigError(f"{', '.join(ignored)}: no effect when model.layers is given (the layer spec sets "
@@ -369,19 +368,19 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> C
             raise ConfigError(f"{path}: cannot read: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    file_model = dict(raw.get("model") or {}) if isinstance(raw.get("model"), dict) else {}
-    set_keys = set()
+    file_model = raw.get("model")
+    given = set(file_model) if isinstance(file_model, dict) and file_model.get("layers") else set()
     for item in overrides:
         (section, key), value = parse_override(item)
         if section == "model":
-            set_keys.add(key)
+            given.add(key)
         if raw.get(section) is None:
             raw[section] = {}
         if not isinstance(raw[section], dict):
             raise ConfigError(f"{section}: expected a mapping of keys")
         raw[section][key] = value
     cfg = from_dict(raw)
-    _check_spec_only(file_model, set_keys, cfg.model.layers)
+    _check_spec_only(given, cfg.model.layers)
     return cfg
 
 
