@@ -38,9 +38,13 @@ def optimizer(train_cfg, steps_per_epoch: int, schedule=None):
 
 def compile_model(model, train_cfg, steps_per_epoch: int, loss=None, schedule=None):
     """Compile with the task's loss (:func:`pipeline.heads.loss`; a classifier's cross-entropy by default)
-    and accuracy: of labels, of detection cells, of segmentation pixels."""
+    and accuracy: of labels, of detection cells, of segmentation pixels. Stride-1 convolutions get the
+    gradients ``train.conv_backprop`` picks (:mod:`pipeline.conv_grad`)."""
     import keras
 
+    from pipeline import conv_grad
+
+    conv_grad.install(model, conv_grad.resolve(train_cfg))
     if loss is None:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg.label_smoothing)
     model.compile(optimizer=optimizer(train_cfg, steps_per_epoch, schedule), loss=loss, metrics=["accuracy"])
@@ -276,6 +280,7 @@ def resume_state(ckpt, strategy):
 
 
 def summarize(state, resumed_from, strategy, cfg) -> dict:
+    from pipeline import conv_grad
     from pipeline import strategy as strategies
 
     hist = state.history
@@ -289,5 +294,6 @@ def summarize(state, resumed_from, strategy, cfg) -> dict:
         summary["resumed_from_epoch"] = resumed_from
     summary["manifest"] = {
         "seeds": {"data": cfg.data.seed, "model": cfg.model.seed, "train": cfg.train.seed},
-        "deterministic": cfg.train.deterministic, "distribution": where, "resumed_from_epoch": resumed_from}
+        "deterministic": cfg.train.deterministic, "distribution": where, "resumed_from_epoch": resumed_from,
+        "conv_backprop": conv_grad.resolve(cfg.train)}
     return summary

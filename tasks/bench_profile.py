@@ -1,7 +1,7 @@
 """The training-speed profile of ``make benchmark``: how fast the default Fashion-MNIST model trains on this
 CPU under each setting worth trying — TensorFlow's intra-op and inter-op thread pools, the batch size, XLA,
-oneDNN — measured as training images per second on one real batch held in memory (``cnnpipe bench-data``:
-input excluded, the input pipeline is timed beside it and is more than 100x faster).
+oneDNN, convolution gradients — measured as training images per second on one real batch held in memory
+(``cnnpipe bench-data``: input excluded, the input pipeline is timed beside it and is more than 100x faster).
 
 Every variant runs in its own process (the thread pools and oneDNN are fixed when TensorFlow starts), and the
 list runs ``rounds`` times, interleaved, keeping the median: on a shared machine a busy minute then slows
@@ -25,6 +25,8 @@ VARIANTS = {  # name: (batch size, None: the config's train.batch_size; bench-da
     "batch 512": (512, [], {}),
     "XLA (jit_compile)": (None, ["--jit-compile"], {}),
     "oneDNN off": (None, [], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    # the default computes stride-1 convolution gradients as forward convolutions (pipeline/conv_grad.py)
+    "TF backprop kernels": (None, ["--set", "train.conv_backprop=builtin"], {}),
 }
 
 

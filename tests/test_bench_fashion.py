@@ -73,7 +73,8 @@ def test_training_profile_keeps_the_median_of_interleaved_rounds(tmp_path):
     result = bench_profile.run(tmp_path, repo, fake_cnnpipe, rounds=3, steps=4)
     n = len(bench_profile.VARIANTS)
     assert [c[0] for c in calls] == ["ingest"] + ["bench-data"] * 3 * n
-    assert calls[1 + n - 1][1] == {"TF_ENABLE_ONEDNN_OPTS": "0"}  # the last variant of the first round
+    assert calls[1 + n - 2][1] == {"TF_ENABLE_ONEDNN_OPTS": "0"}  # the last but one of the first round
+    assert result["variants"]["TF backprop kernels"]["args"] == ["--set", "train.conv_backprop=builtin"]
     default = result["variants"]["default"]
     assert default["rounds"] == [800.0 + 2 + 128, 800.0 + 2 + n + 128, 800.0 + 2 + 2 * n + 128]
     assert default["images_per_second"] == 800.0 + 2 + n + 128 and default["vs_default"] == 1.0
