@@ -38,8 +38,7 @@ def eligible(layer) -> bool:
     import keras
 
     return (isinstance(layer, keras.layers.Conv2D) and layer.data_format == "channels_last"
-            and tuple(layer.strides) == (1, 1) and tuple(layer.dilation_rate) == (1, 1) and layer.groups == 1
-            and layer.padding in ("same", "valid"))
+            and tuple(layer.strides) == (1, 1) and tuple(layer.dilation_rate) == (1, 1) and layer.groups == 1)
 
 
 def install(model, mode: str = "forward") -> int:
