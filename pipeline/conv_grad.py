@@ -1,4 +1,5 @@
-"""Faster training on the CPU: the gradients of a stride-1 ``Conv2D`` computed as forward convolutions.
+"""Faster training on the CPU: the gradients of a stride-1 ``Conv2D`` or ``Conv1D`` computed as forward
+convolutions.
 
 TensorFlow's CPU kernels for a convolution's gradients (``Conv2DBackpropInput``, ``Conv2DBackpropFilter``) are
 far slower than its forward convolution at the small channel counts of edge models: in a profile of ResNet-8
@@ -13,9 +14,13 @@ themselves, which run on the fast forward kernel:
   output, one value per tap, summed over the batch by the convolution itself.
 
 :func:`install` points each eligible layer's ``convolution_op`` at a convolution with these gradients
-(``tf.custom_gradient``). The forward op is the one Keras runs, so outputs do not change; gradients agree with
-TensorFlow's to float32 rounding. Only the training model's instances change: the layer class, its config and
-the saved ``model.keras`` stay plain Keras, and evaluation and export never see the difference.
+(``tf.custom_gradient``). A ``Conv1D`` is the same convolution on a one-row image, as TensorFlow runs it
+(``[N, 1, L, C]``, a ``[1, k]`` kernel); its ``call`` runs the convolution itself, so :func:`install` also
+points it at ``BaseConv.call``, which goes through ``convolution_op`` and otherwise does the same (bias,
+activation; :func:`conv1d` pads causal inputs as ``Conv1D.call`` does). The forward op is the one Keras runs,
+so outputs do not change; gradients agree with TensorFlow's to float32 rounding. Only the training model's
+instances change: the layer class, its config and the saved ``model.keras`` stay plain Keras, and evaluation
+and export never see the difference.
 
 ``train.conv_backprop``: ``forward`` (these gradients), ``builtin`` (TensorFlow's kernels), ``auto``: forward
 when no GPU is visible (cuDNN's gradient kernels are fast, and GPUs stay on them).
@@ -33,26 +38,32 @@ def resolve(train_cfg) -> str:
 
 
 def eligible(layer) -> bool:
-    """A plain channels-last ``Conv2D`` with stride 1, no dilation and one group: what :func:`conv2d`
-    computes."""
+    """A plain channels-last ``Conv2D`` or ``Conv1D`` with stride 1, no dilation and one group: what
+    :func:`conv2d` and :func:`conv1d` compute."""
     import keras
 
-    return (isinstance(layer, keras.layers.Conv2D) and layer.data_format == "channels_last"
-            and tuple(layer.strides) == (1, 1) and tuple(layer.dilation_rate) == (1, 1) and layer.groups == 1)
+    return (isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv1D))
+            and layer.data_format == "channels_last" and set(layer.strides) == {1}
+            and set(layer.dilation_rate) == {1} and layer.groups == 1)
 
 
 def install(model, mode: str = "forward") -> int:
-    """Give every eligible ``Conv2D`` of ``model`` (nested models included) the forward-convolution gradients
-    when ``mode`` is ``forward``, or TensorFlow's own again when ``builtin``; returns how many layers it
-    set."""
+    """Give every eligible ``Conv2D`` and ``Conv1D`` of ``model`` (nested models included) the
+    forward-convolution gradients when ``mode`` is ``forward``, or TensorFlow's own again when ``builtin``;
+    returns how many layers it set."""
     import functools
+
+    import keras
 
     layers = [layer for layer in _walk(model) if eligible(layer)]
     for layer in layers:
         if mode == "forward":
             layer.convolution_op = functools.partial(_convolution_op, layer)
+            if isinstance(layer, keras.layers.Conv1D):  # its call skips convolution_op; BaseConv's uses it
+                layer.call = super(keras.layers.Conv1D, layer).call
         else:
-            layer.__dict__.pop("convolution_op", None)  # the class's own method again
+            for name in ("convolution_op", "call"):
+                layer.__dict__.pop(name, None)  # the class's own method again
     return len(layers)
 
 
@@ -66,7 +77,8 @@ def _walk(model):
 def _convolution_op(layer, inputs, kernel):
     import tensorflow as tf
 
-    return conv2d(inputs, tf.convert_to_tensor(kernel), layer.padding)
+    kernel = tf.convert_to_tensor(kernel)
+    return (conv1d if kernel.shape.rank == 3 else conv2d)(inputs, kernel, layer.padding)
 
 
 def _pads(size: int, padding: str) -> tuple[int, int]:
@@ -97,3 +109,14 @@ def conv2d(x, kernel, padding: str = "same"):
         return tf.nn.conv2d(x, kernel, 1, padding.upper()), grad
 
     return conv(x, kernel)
+
+
+def conv1d(x, kernel, padding: str = "same"):
+    """``Conv1D``'s convolution (NLC, a ``[k, C_in, C_out]`` kernel, stride 1; ``padding`` same, valid or
+    causal) with :func:`conv2d`'s gradients: the sequence as a one-row image, as ``tf.nn.conv1d`` runs it."""
+    import tensorflow as tf
+
+    if padding == "causal":  # as Conv1D.call: k - 1 zeros before the sequence, then a valid convolution
+        x = tf.pad(x, [[0, 0], [int(kernel.shape[0]) - 1, 0], [0, 0]])
+        padding = "valid"
+    return conv2d(x[:, None], kernel[None], padding)[:, 0]

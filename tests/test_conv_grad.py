@@ -1,5 +1,5 @@
-"""Forward-convolution gradients of stride-1 Conv2D layers (pipeline.conv_grad): the same gradients as
-TensorFlow's kernels, installed on training models only, chosen by train.conv_backprop."""
+"""Forward-convolution gradients of stride-1 Conv2D and Conv1D layers (pipeline.conv_grad): the same gradients
+as TensorFlow's kernels, installed on training models only, chosen by train.conv_backprop."""
 import json
 
 import numpy as np
@@ -21,20 +21,50 @@ def test_gradients_match_tensorflows(kernel, padding, shape):
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
-    x = tf.constant(rng.normal(size=shape), tf.float32)
-    w = tf.constant(rng.normal(size=(*kernel, shape[-1], 5)), tf.float32)
-    ref_y = tf.nn.conv2d(x, w, 1, padding.upper())
-    dy = tf.constant(rng.normal(size=ref_y.shape), tf.float32)
+    _assert_same_outputs_and_gradients(lambda x, w: tf.nn.conv2d(x, w, 1, padding.upper()),
+                                       lambda x, w: conv_grad.conv2d(x, w, padding),
+                                       rng.normal(size=shape), rng.normal(size=(*kernel, shape[-1], 5)))
+
+
+@pytest.mark.parametrize("kernel, padding, shape", [
+    (8, "same", (3, 30, 1)),    # the FCN's first layer on a one-channel series
+    (5, "same", (2, 25, 6)),
+    (4, "same", (2, 17, 3)),    # even kernel
+    (3, "valid", (2, 20, 4)),
+    (3, "causal", (2, 20, 4)),  # k - 1 zeros before the sequence
+    (1, "same", (2, 9, 3)),
+])
+def test_conv1d_gradients_match_tensorflows(kernel, padding, shape):
+    import tensorflow as tf
+
+    def reference(x, w):
+        if padding == "causal":
+            return tf.nn.conv1d(tf.pad(x, [[0, 0], [kernel - 1, 0], [0, 0]]), w, 1, "VALID")
+        return tf.nn.conv1d(x, w, 1, padding.upper())
+
+    rng = np.random.default_rng(4)
+    _assert_same_outputs_and_gradients(reference, lambda x, w: conv_grad.conv1d(x, w, padding),
+                                       rng.normal(size=shape), rng.normal(size=(kernel, shape[-1], 5)))
+
+
+def _assert_same_outputs_and_gradients(reference, ours, x, w):
+    """``ours(x, w)`` and its input and kernel gradients equal ``reference``'s within float32 rounding."""
+    import tensorflow as tf
+
+    x, w = tf.constant(x, tf.float32), tf.constant(w, tf.float32)
+    dy = None
 
     def outputs_and_grads(conv):
+        nonlocal dy
         with tf.GradientTape() as tape:
             tape.watch([x, w])
             y = conv(x, w)
+        if dy is None:
+            dy = tf.constant(np.random.default_rng(5).normal(size=y.shape), tf.float32)
         return [y, *tape.gradient(y, [x, w], output_gradients=dy)]
 
-    ref = outputs_and_grads(lambda x, w: tf.nn.conv2d(x, w, 1, padding.upper()))
-    ours = outputs_and_grads(lambda x, w: conv_grad.conv2d(x, w, padding))
-    for name, a, b in zip(("output", "input gradient", "kernel gradient"), ref, ours):
+    ref = outputs_and_grads(reference)
+    for name, a, b in zip(("output", "input gradient", "kernel gradient"), ref, outputs_and_grads(ours)):
         assert a.shape == b.shape, name
         err = float(np.abs(a - b).max() / np.abs(a).max())
         assert err < 1e-5, f"{name}: relative error {err}"
@@ -53,6 +83,39 @@ def _model():
     x = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
+def _model_1d():
+    import keras
+
+    inputs = keras.Input((24, 2))
+    x = keras.layers.Conv1D(4, 5, padding="same", activation="relu", name="c1")(inputs)
+    x = keras.layers.Conv1D(4, 3, padding="causal", name="causal")(x)
+    x = keras.layers.Conv1D(6, 3, strides=2, padding="same", name="strided")(x)
+    x = keras.layers.Conv1D(6, 3, padding="same", dilation_rate=2, name="dilated")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
+def test_install_touches_only_stride1_conv1d_and_keeps_their_outputs(tmp_path):
+    import keras
+
+    model = _model_1d()
+    x = np.random.default_rng(6).normal(size=(3, 24, 2)).astype(np.float32)
+    before = np.asarray(model(x, training=False))
+    assert conv_grad.install(model, "forward") == 2  # c1 and causal: not strided, not dilated
+    assert {name for name in ("c1", "causal", "strided", "dilated")
+            if "call" in model.get_layer(name).__dict__} == {"c1", "causal"}
+    after = np.asarray(model(x, training=False))  # through BaseConv.call: bias, relu and causal padding kept
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded.get_layer("causal")) is keras.layers.Conv1D
+    assert not {"call", "convolution_op"} & set(loaded.get_layer("causal").__dict__)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), before, atol=1e-6)
+    assert conv_grad.install(model, "builtin") == 2
+    assert not {"call", "convolution_op"} & set(model.get_layer("c1").__dict__)
 
 
 def test_install_touches_only_stride1_conv2d_instances_and_saved_files_stay_plain(tmp_path):
@@ -75,18 +138,19 @@ def test_install_touches_only_stride1_conv2d_instances_and_saved_files_stay_plai
     assert "convolution_op" not in model.get_layer("c1").__dict__
 
 
-def test_one_training_step_matches_builtin_kernels():
+@pytest.mark.parametrize("build, shape", [(_model, (8, 8, 1)), (_model_1d, (24, 2))])
+def test_one_training_step_matches_builtin_kernels(build, shape):
     import keras
 
     from pipeline import train
 
     rng = np.random.default_rng(2)
-    x = rng.random((16, 8, 8, 1), dtype=np.float32)
+    x = rng.random((16, *shape), dtype=np.float32)
     y = keras.utils.to_categorical(rng.integers(0, 3, 16), 3)
     weights = {}
     for mode in ("builtin", "forward"):
         keras.utils.set_random_seed(3)
-        model = _model()
+        model = build()
         tc = config.load(DEFAULT_CONFIG, ["train.conv_backprop=" + mode]).train
         train.compile_model(model, tc, 1)
         assert ("convolution_op" in model.get_layer("c1").__dict__) == (mode == "forward")
