@@ -22,19 +22,30 @@ so outputs do not change; gradients agree with TensorFlow's to float32 rounding.
 instances change: the layer class, its config and the saved ``model.keras`` stay plain Keras, and evaluation
 and export never see the difference.
 
-``train.conv_backprop``: ``forward`` (these gradients), ``builtin`` (TensorFlow's kernels), ``auto``: forward
-when no GPU is visible (cuDNN's gradient kernels are fast, and GPUs stay on them).
+Which is faster depends on the CPU: on AMD EPYC hosts with AVX2 these gradients made ResNet-8's training
+1.28x faster, while on an Intel Xeon with AVX-512 TensorFlow's (oneDNN's) gradient kernels were 1.4x faster
+than them (benchmarks/README.md, "Training speed"). So ``train.conv_backprop: auto`` times both on this
+machine, as cuDNN's benchmark mode picks a GPU convolution's algorithm: :func:`fastest` runs one forward and
+backward pass of each trainable layer's shape at the training batch size, a few times each way, and keeps the
+faster; a layer gets these gradients only when they are at least 5% faster. Decisions are kept per shape for
+the process, so a second model with the same layers is not timed again. ``auto`` keeps TensorFlow's kernels
+on a GPU (cuDNN's gradient kernels are fast) and under ``train.deterministic`` (a timed choice could differ
+between two runs, and so would the rounding). ``forward`` and ``builtin`` force one kind on every layer.
 """
 from __future__ import annotations
 
+MARGIN = 0.95   # these gradients must take at most this share of TensorFlow's time to be chosen
+_FASTEST: dict = {}  # (input shape, kernel shape, padding, batch) -> "forward" | "builtin", for this process
+
 
 def resolve(train_cfg) -> str:
-    """``forward`` or ``builtin``: what ``train.conv_backprop`` means on this machine."""
+    """``forward``, ``builtin`` or ``fastest`` (timed per layer): what ``train.conv_backprop`` means on this
+    machine."""
     if train_cfg.conv_backprop != "auto":
         return train_cfg.conv_backprop
     from pipeline import strategy
 
-    return "builtin" if strategy.gpus() else "forward"
+    return "builtin" if strategy.gpus() or train_cfg.deterministic else "fastest"
 
 
 def eligible(layer) -> bool:
@@ -47,24 +58,96 @@ def eligible(layer) -> bool:
             and set(layer.dilation_rate) == {1} and layer.groups == 1)
 
 
-def install(model, mode: str = "forward") -> int:
+def install(model, mode: str = "forward", batch_size: int = 32) -> dict:
     """Give every eligible ``Conv2D`` and ``Conv1D`` of ``model`` (nested models included) the
-    forward-convolution gradients when ``mode`` is ``forward``, or TensorFlow's own again when ``builtin``;
-    returns how many layers it set."""
+    forward-convolution gradients when ``mode`` is ``forward``, TensorFlow's own again when ``builtin``, or
+    whichever :func:`fastest` times as faster at ``batch_size`` when ``fastest``; returns what each layer got
+    (:func:`installed`)."""
     import functools
 
     import keras
 
-    layers = [layer for layer in _walk(model) if eligible(layer)]
-    for layer in layers:
-        if mode == "forward":
+    for layer in (layer for layer in _walk(model) if eligible(layer)):
+        choice = fastest(layer, batch_size) if mode == "fastest" else mode
+        if choice == "forward":
             layer.convolution_op = functools.partial(_convolution_op, layer)
             if isinstance(layer, keras.layers.Conv1D):  # its call skips convolution_op; BaseConv's uses it
                 layer.call = super(keras.layers.Conv1D, layer).call
         else:
             for name in ("convolution_op", "call"):
                 layer.__dict__.pop(name, None)  # the class's own method again
-    return len(layers)
+    return installed(model)
+
+
+def installed(model) -> dict:
+    """``{"forward": [layer names], "builtin": [layer names]}``: which gradients each eligible layer of
+    ``model`` runs now."""
+    got = {"forward": [], "builtin": []}
+    for layer in (layer for layer in _walk(model) if eligible(layer)):
+        got["forward" if "convolution_op" in layer.__dict__ else "builtin"].append(layer.name)
+    return got
+
+
+def fastest(layer, batch_size: int, rounds: int = 5, budget_s: float = 1.0) -> str:
+    """``forward`` when these gradients run a training step of ``layer`` (its convolution, then both
+    gradients) at ``batch_size`` in at most ``MARGIN`` of the time TensorFlow's kernels take on this machine,
+    else ``builtin``. Best of up to ``rounds`` alternating runs each, stopping after ``budget_s``; a frozen
+    layer (no gradient to compute) or one of unknown input shape keeps TensorFlow's kernels untimed."""
+    try:
+        shape = tuple(layer.input.shape[1:])
+    except (AttributeError, ValueError):  # a layer called more than once has no single input
+        shape = (None,)
+    if not layer.trainable or None in shape:
+        return "builtin"
+    key = (shape, tuple(layer.kernel.shape), layer.padding, int(batch_size))
+    if key not in _FASTEST:
+        _FASTEST[key] = _timed(*key, rounds=rounds, budget_s=budget_s)
+    return _FASTEST[key]
+
+
+def _timed(shape, kernel_shape, padding, batch_size, rounds, budget_s) -> str:
+    import time
+
+    import tensorflow as tf
+
+    x = tf.random.stateless_normal([batch_size, *shape], seed=[0, 0])
+    kernel = tf.random.stateless_normal(kernel_shape, seed=[0, 1])
+
+    def step(conv):
+        @tf.function
+        def run():
+            with tf.GradientTape() as tape:
+                tape.watch([x, kernel])
+                y = conv(x, kernel, padding)
+            return tape.gradient(y, [x, kernel])
+        return run
+
+    runs = {"forward": step(lambda x, k, p: (conv1d if k.shape.rank == 3 else conv2d)(x, k, p)),
+            "builtin": step(_builtin)}
+    best = {name: float("inf") for name in runs}
+    for run in runs.values():
+        run()  # trace and warm up
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for name, run in runs.items():
+            tick = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - tick)
+        if time.perf_counter() - start > budget_s:
+            break
+    return "forward" if best["forward"] <= MARGIN * best["builtin"] else "builtin"
+
+
+def _builtin(x, kernel, padding: str):
+    """The convolution ``Conv1D`` or ``Conv2D`` runs, on TensorFlow's own gradient kernels."""
+    import tensorflow as tf
+
+    if kernel.shape.rank == 3:
+        if padding == "causal":
+            x = tf.pad(x, [[0, 0], [int(kernel.shape[0]) - 1, 0], [0, 0]])
+            padding = "valid"
+        return tf.nn.conv1d(x, kernel, 1, padding.upper())
+    return tf.nn.conv2d(x, kernel, 1, padding.upper())
 
 
 def _walk(model):

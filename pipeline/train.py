@@ -44,7 +44,7 @@ def compile_model(model, train_cfg, steps_per_epoch: int, loss=None, schedule=No
 
     from pipeline import conv_grad
 
-    conv_grad.install(model, conv_grad.resolve(train_cfg))
+    conv_grad.install(model, conv_grad.resolve(train_cfg), train_cfg.batch_size)
     if loss is None:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg.label_smoothing)
     model.compile(optimizer=optimizer(train_cfg, steps_per_epoch, schedule), loss=loss, metrics=["accuracy"])
@@ -164,7 +164,7 @@ def fit(model_path: Path, data_dir: Path, cfg, out_dir: Path, resume_key: str | 
     """
     import keras
 
-    from pipeline import resume
+    from pipeline import conv_grad, resume
     from pipeline import strategy as strategies
 
     tc, out_dir = cfg.train, Path(out_dir)
@@ -215,7 +215,7 @@ def fit(model_path: Path, data_dir: Path, cfg, out_dir: Path, resume_key: str | 
         resumed_from = resumed_from if resumed_ft is None else resumed_ft
     save_model(float32_copy(model, model_path), out_dir / "model.keras")
     resume.write_history(out_dir / "history.csv", state.history)
-    summary = summarize(state, resumed_from, strategy, cfg)
+    summary = summarize(state, resumed_from, strategy, cfg, conv_grad.installed(model))
     if finetune is not None:
         summary["transfer"] = finetune
         summary["manifest"]["transfer"] = finetune
@@ -279,8 +279,7 @@ def resume_state(ckpt, strategy):
     return state
 
 
-def summarize(state, resumed_from, strategy, cfg) -> dict:
-    from pipeline import conv_grad
+def summarize(state, resumed_from, strategy, cfg, conv_backprop: dict) -> dict:
     from pipeline import strategy as strategies
 
     hist = state.history
@@ -295,5 +294,5 @@ def summarize(state, resumed_from, strategy, cfg) -> dict:
     summary["manifest"] = {
         "seeds": {"data": cfg.data.seed, "model": cfg.model.seed, "train": cfg.train.seed},
         "deterministic": cfg.train.deterministic, "distribution": where, "resumed_from_epoch": resumed_from,
-        "conv_backprop": conv_grad.resolve(cfg.train)}
+        "conv_backprop": {"setting": cfg.train.conv_backprop, **conv_backprop}}
     return summary

@@ -2,6 +2,7 @@
 training steps fed from memory, so the two can be compared: the input pipeline should be the faster one."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -42,9 +43,10 @@ def time_training(cfg, meta: dict, batch, steps: int, warmup: int = 5, jit_compi
 
     model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]), stride=cfg.detect.stride,
                          boxes=cfg.detect.boxes)
-    train.compile_model(model, cfg.train, warmup + steps, heads.loss(cfg, meta))
-    model.jit_compile = jit_compile
     batch_size = int(batch[0].shape[0])
+    train.compile_model(model, dataclasses.replace(cfg.train, batch_size=batch_size), warmup + steps,
+                        heads.loss(cfg, meta))
+    model.jit_compile = jit_compile
     marks = {}
 
     class Clock(keras.callbacks.Callback):

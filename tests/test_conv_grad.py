@@ -103,7 +103,8 @@ def test_install_touches_only_stride1_conv1d_and_keeps_their_outputs(tmp_path):
     model = _model_1d()
     x = np.random.default_rng(6).normal(size=(3, 24, 2)).astype(np.float32)
     before = np.asarray(model(x, training=False))
-    assert conv_grad.install(model, "forward") == 2  # c1 and causal: not strided, not dilated
+    # c1 and causal: not strided, not dilated
+    assert conv_grad.install(model, "forward") == {"forward": ["c1", "causal"], "builtin": []}
     assert {name for name in ("c1", "causal", "strided", "dilated")
             if "call" in model.get_layer(name).__dict__} == {"c1", "causal"}
     after = np.asarray(model(x, training=False))  # through BaseConv.call: bias, relu and causal padding kept
@@ -114,7 +115,7 @@ def test_install_touches_only_stride1_conv1d_and_keeps_their_outputs(tmp_path):
     assert type(loaded.get_layer("causal")) is keras.layers.Conv1D
     assert not {"call", "convolution_op"} & set(loaded.get_layer("causal").__dict__)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), before, atol=1e-6)
-    assert conv_grad.install(model, "builtin") == 2
+    assert conv_grad.install(model, "builtin") == {"forward": [], "builtin": ["c1", "causal"]}
     assert not {"call", "convolution_op"} & set(model.get_layer("c1").__dict__)
 
 
@@ -122,7 +123,8 @@ def test_install_touches_only_stride1_conv2d_instances_and_saved_files_stay_plai
     import keras
 
     model = _model()
-    assert conv_grad.install(model, "forward") == 2  # c1 and the base's: not strided, dilated, depthwise
+    # c1 and the base's: not strided, dilated, depthwise
+    assert conv_grad.install(model, "forward") == {"forward": ["c1", "inner"], "builtin": []}
     patched = {layer.name for layer in [model.get_layer("c1"), model.get_layer("base").get_layer("inner")]
                if "convolution_op" in layer.__dict__}
     assert patched == {"c1", "inner"}
@@ -134,7 +136,7 @@ def test_install_touches_only_stride1_conv2d_instances_and_saved_files_stay_plai
     assert "convolution_op" not in loaded.get_layer("c1").__dict__
     x = np.random.default_rng(1).random((2, 8, 8, 1), dtype=np.float32)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
-    assert conv_grad.install(model, "builtin") == 2
+    assert conv_grad.install(model, "builtin") == {"forward": [], "builtin": ["c1", "inner"]}
     assert "convolution_op" not in model.get_layer("c1").__dict__
 
 
@@ -160,15 +162,56 @@ def test_one_training_step_matches_builtin_kernels(build, shape):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_auto_is_forward_without_a_gpu():
+def test_auto_times_each_layer_without_a_gpu_and_keeps_tensorflows_kernels_when_deterministic():
     cfg = config.load(DEFAULT_CONFIG)
     assert cfg.train.conv_backprop == "auto"
-    assert conv_grad.resolve(cfg.train) == "forward"  # the test machines have no GPU
+    assert conv_grad.resolve(cfg.train) == "fastest"  # the test machines have no GPU
+    assert conv_grad.resolve(config.load(DEFAULT_CONFIG, ["train.deterministic=true"]).train) == "builtin"
+    assert conv_grad.resolve(config.load(DEFAULT_CONFIG, ["train.conv_backprop=forward"]).train) == "forward"
+
+
+def _slowed(conv):
+    """``conv`` on 16 copies of the batch: the same result, 16 times the work."""
+    import tensorflow as tf
+
+    return lambda x, k, padding: conv(tf.tile(x, [16] + [1] * (x.shape.rank - 1)), k, padding)[:x.shape[0]]
+
+
+@pytest.mark.parametrize("slow, expected", [("_builtin", "forward"), ("conv2d", "builtin")])
+def test_fastest_picks_the_faster_gradients_and_times_a_shape_once(monkeypatch, slow, expected):
+    monkeypatch.setattr(conv_grad, "_FASTEST", {})
+    monkeypatch.setattr(conv_grad, slow, _slowed(getattr(conv_grad, slow)))
+    timed = []
+    real = conv_grad._timed
+    monkeypatch.setattr(conv_grad, "_timed", lambda *a, **k: timed.append(a) or real(*a, **k))
+    model = _model()
+    got = conv_grad.install(model, "fastest", batch_size=8)
+    assert got == {expected: ["c1", "inner"], ("builtin" if expected == "forward" else "forward"): []}
+    assert ("convolution_op" in model.get_layer("c1").__dict__) == (expected == "forward")
+    assert timed == [((8, 8, 1), (3, 3, 1, 4), "same", 8), ((8, 8, 4), (3, 3, 4, 4), "same", 8)]
+    assert conv_grad.install(_model(), "fastest", batch_size=8) == got  # same shapes: not timed again
+    assert len(timed) == 2
+    assert conv_grad.installed(model) == got
+
+
+def test_fastest_keeps_tensorflows_kernels_on_frozen_layers_untimed(monkeypatch):
+    monkeypatch.setattr(conv_grad, "_FASTEST", {})
+    monkeypatch.setattr(conv_grad, "_timed", lambda *a, **k: pytest.fail("a frozen layer was timed"))
+    model = _model()
+    for layer in (model.get_layer("c1"), model.get_layer("base")):
+        layer.trainable = False
+    assert conv_grad.install(model, "fastest") == {"forward": [], "builtin": ["c1", "inner"]}
 
 
 def test_train_manifest_records_the_gradients(tiny_run):
     manifest = json.loads((tiny_run["run"] / "train" / "manifest.json").read_text())
-    assert manifest["conv_backprop"] == "forward"
+    got = manifest["conv_backprop"]
+    assert got["setting"] == "auto"
+    import keras
+
+    model = keras.models.load_model(tiny_run["run"] / "train" / "model.keras")
+    names = sorted(layer.name for layer in model.layers if conv_grad.eligible(layer))
+    assert names and sorted(got["forward"] + got["builtin"]) == names  # each timed, each recorded
 
 
 def test_unknown_conv_backprop_is_refused_before_anything_is_written(workdir):
