@@ -128,9 +128,9 @@ class TrainConfig:
     seed: int = opt(42, "seed of shuffling and augmentation", min=0)
     deterministic: bool = opt(False, "op determinism: byte-identical results on CPU (slower)")
     mixed_precision: str = opt("auto", "mixed_float16 on GPU when auto", choices=["auto", "on", "off"])
-    conv_backprop: str = opt("auto", "gradients of stride-1 Conv2D layers: forward (as forward convolutions, "
-                             "faster on the CPU) or builtin (TensorFlow's kernels); auto: forward without "
-                             "a GPU",
+    conv_backprop: str = opt("auto", "gradients of stride-1 Conv2D and Conv1D layers: forward (as forward "
+                             "convolutions) or builtin (TensorFlow's kernels); auto: each layer's faster one, "
+                             "timed on this machine (builtin on a GPU and when deterministic)",
                              choices=["auto", "forward", "builtin"])
     strategy: str = opt("auto", "distribution strategy: auto picks from GPUs and TF_CONFIG",
                         choices=["auto", "default", "mirrored", "multiworker"])

@@ -23,7 +23,7 @@ instances change: the layer class, its config and the saved ``model.keras`` stay
 and export never see the difference.
 
 Which is faster depends on the CPU: on AMD EPYC hosts with AVX2 these gradients made ResNet-8's training
-1.28x faster, while on an Intel Xeon with AVX-512 TensorFlow's (oneDNN's) gradient kernels were 1.4x faster
+1.28x faster, while on an Intel Xeon with AVX-512 TensorFlow's own gradient kernels were 1.4x faster
 than them (benchmarks/README.md, "Training speed"). So ``train.conv_backprop: auto`` times both on this
 machine, as cuDNN's benchmark mode picks a GPU convolution's algorithm: :func:`fastest` runs one forward and
 backward pass of each trainable layer's shape at the training batch size, a few times each way, and keeps the
