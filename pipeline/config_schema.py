@@ -129,8 +129,8 @@ class TrainConfig:
     deterministic: bool = opt(False, "op determinism: byte-identical results on CPU (slower)")
     mixed_precision: str = opt("auto", "mixed_float16 on GPU when auto", choices=["auto", "on", "off"])
     conv_backprop: str = opt("auto", "gradients of stride-1 Conv2D and Conv1D layers: forward (as forward "
-                             "convolutions) or builtin (TensorFlow's kernels); auto: each layer's faster one, "
-                             "timed on this machine (builtin on a GPU and when deterministic)",
+                             "convolutions) or builtin (TensorFlow's kernels); auto: each layer's faster "
+                             "one, timed on this machine (builtin on a GPU and when deterministic)",
                              choices=["auto", "forward", "builtin"])
     strategy: str = opt("auto", "distribution strategy: auto picks from GPUs and TF_CONFIG",
                         choices=["auto", "default", "mirrored", "multiworker"])
