@@ -22,19 +22,23 @@ so outputs do not change; gradients agree with TensorFlow's to float32 rounding.
 instances change: the layer class, its config and the saved ``model.keras`` stay plain Keras, and evaluation
 and export never see the difference.
 
-Which is faster depends on the CPU: on AMD EPYC hosts with AVX2 these gradients made ResNet-8's training
-1.28x faster, while on an Intel Xeon with AVX-512 TensorFlow's own gradient kernels were 1.4x faster
-than them (benchmarks/README.md, "Training speed"). So ``train.conv_backprop: auto`` times both on this
-machine, as cuDNN's benchmark mode picks a GPU convolution's algorithm: :func:`fastest` runs one forward and
-backward pass of each trainable layer's shape at the training batch size, a few times each way, and keeps the
-faster; a layer gets these gradients only when they are at least 5% faster. Decisions are kept per shape for
-the process, so a second model with the same layers is not timed again. ``auto`` keeps TensorFlow's kernels
-on a GPU (cuDNN's gradient kernels are fast) and under ``train.deterministic`` (a timed choice could differ
-between two runs, and so would the rounding). ``forward`` and ``builtin`` force one kind on every layer.
+Which is faster depends on the CPU: on AMD EPYC hosts with AVX2 these gradients made ResNet-8's training 1.28x
+faster, while on an Intel Xeon with AVX-512 TensorFlow's own gradient kernels were 1.4x faster than them
+(benchmarks/README.md, "Training speed"). So ``train.conv_backprop: auto`` times both on this machine, as
+cuDNN's benchmark mode picks a GPU convolution's algorithm: :func:`fastest` runs one forward and backward pass
+of each trainable layer's shape at the training batch size, a few times each way, and keeps the faster; a
+layer gets these gradients only when they are at least 5% and 0.5 ms per step faster. The floor keeps small
+layers, whose step of about a millisecond is mostly the cost of calling it, on TensorFlow's kernels: their
+choice saves nothing, and a coin-flip choice would change the rounding, and so the trained weights, from one
+run to the next. Decisions are kept per shape for the process, so a second model with the same layers is not
+timed again. ``auto`` keeps TensorFlow's kernels on a GPU (cuDNN's gradient kernels are fast) and under
+``train.deterministic`` (a timed choice could differ between two runs, and so would the rounding). ``forward``
+and ``builtin`` force one kind on every layer.
 """
 from __future__ import annotations
 
-MARGIN = 0.95   # these gradients must take at most this share of TensorFlow's time to be chosen
+MARGIN = 0.95   # these gradients must take at most this share of TensorFlow's time to be chosen,
+MIN_SAVING_S = 5e-4  # and save at least this much per training step
 _FASTEST: dict = {}  # (input shape, kernel shape, padding, batch) -> "forward" | "builtin", for this process
 
 
@@ -90,9 +94,10 @@ def installed(model) -> dict:
 
 def fastest(layer, batch_size: int, rounds: int = 5, budget_s: float = 1.0) -> str:
     """``forward`` when these gradients run a training step of ``layer`` (its convolution, then both
-    gradients) at ``batch_size`` in at most ``MARGIN`` of the time TensorFlow's kernels take on this machine,
-    else ``builtin``. Best of up to ``rounds`` alternating runs each, stopping after ``budget_s``; a frozen
-    layer (no gradient to compute) or one of unknown input shape keeps TensorFlow's kernels untimed."""
+    gradients) at ``batch_size`` in at most ``MARGIN`` of the time TensorFlow's kernels take on this machine
+    and at least ``MIN_SAVING_S`` less, else ``builtin``. Best of up to ``rounds`` alternating runs each,
+    stopping after ``budget_s``; a frozen layer (no gradient to compute) or one of unknown input shape keeps
+    TensorFlow's kernels untimed."""
     try:
         shape = tuple(layer.input.shape[1:])
     except (AttributeError, ValueError):  # a layer called more than once has no single input
@@ -135,7 +140,8 @@ def _timed(shape, kernel_shape, padding, batch_size, rounds, budget_s) -> str:
             best[name] = min(best[name], time.perf_counter() - tick)
         if time.perf_counter() - start > budget_s:
             break
-    return "forward" if best["forward"] <= MARGIN * best["builtin"] else "builtin"
+    faster = best["forward"] <= MARGIN * best["builtin"] and best["builtin"] - best["forward"] >= MIN_SAVING_S
+    return "forward" if faster else "builtin"
 
 
 def _builtin(x, kernel, padding: str):

@@ -177,19 +177,24 @@ def _slowed(conv):
     return lambda x, k, padding: conv(tf.tile(x, [64] + [1] * (x.shape.rank - 1)), k, padding)[:x.shape[0]]
 
 
-@pytest.mark.parametrize("slow, expected", [("_builtin", "forward"), ("conv2d", "builtin")])
-def test_fastest_picks_the_faster_gradients_and_times_a_shape_once(monkeypatch, slow, expected):
+@pytest.mark.parametrize("slow, min_saving_s, expected", [
+    ("_builtin", conv_grad.MIN_SAVING_S, "forward"),
+    ("conv2d", conv_grad.MIN_SAVING_S, "builtin"),
+    ("_builtin", 10.0, "builtin"),  # faster, but by less than the floor: TensorFlow's kernels stay
+])
+def test_fastest_picks_the_faster_gradients_and_times_a_shape_once(monkeypatch, slow, min_saving_s, expected):
     monkeypatch.setattr(conv_grad, "_FASTEST", {})
+    monkeypatch.setattr(conv_grad, "MIN_SAVING_S", min_saving_s)
     monkeypatch.setattr(conv_grad, slow, _slowed(getattr(conv_grad, slow)))
     timed = []
     real = conv_grad._timed
     monkeypatch.setattr(conv_grad, "_timed", lambda *a, **k: timed.append(a) or real(*a, **k))
     model = _model()
-    got = conv_grad.install(model, "fastest", batch_size=32)
+    got = conv_grad.install(model, "fastest", batch_size=128)
     assert got == {expected: ["c1", "inner"], ("builtin" if expected == "forward" else "forward"): []}
     assert ("convolution_op" in model.get_layer("c1").__dict__) == (expected == "forward")
-    assert timed == [((8, 8, 1), (3, 3, 1, 4), "same", 32), ((8, 8, 4), (3, 3, 4, 4), "same", 32)]
-    assert conv_grad.install(_model(), "fastest", batch_size=32) == got  # same shapes: not timed again
+    assert timed == [((8, 8, 1), (3, 3, 1, 4), "same", 128), ((8, 8, 4), (3, 3, 4, 4), "same", 128)]
+    assert conv_grad.install(_model(), "fastest", batch_size=128) == got  # same shapes: not timed again
     assert len(timed) == 2
     assert conv_grad.installed(model) == got
 
