@@ -149,9 +149,7 @@ def _builtin(x, kernel, padding: str):
     import tensorflow as tf
 
     if kernel.shape.rank == 3:
-        if padding == "causal":
-            x = tf.pad(x, [[0, 0], [int(kernel.shape[0]) - 1, 0], [0, 0]])
-            padding = "valid"
+        x, padding = _causal(x, kernel, padding)
         return tf.nn.conv1d(x, kernel, 1, padding.upper())
     return tf.nn.conv2d(x, kernel, 1, padding.upper())
 
@@ -203,9 +201,15 @@ def conv2d(x, kernel, padding: str = "same"):
 def conv1d(x, kernel, padding: str = "same"):
     """``Conv1D``'s convolution (NLC, a ``[k, C_in, C_out]`` kernel, stride 1; ``padding`` same, valid or
     causal) with :func:`conv2d`'s gradients: the sequence as a one-row image, as ``tf.nn.conv1d`` runs it."""
+    x, padding = _causal(x, kernel, padding)
+    return conv2d(x[:, None], kernel[None], padding)[:, 0]
+
+
+def _causal(x, kernel, padding: str):
+    """``(x, padding)`` for a 1-D convolution, causal padding done as ``Conv1D.call`` does it: ``k - 1`` zeros
+    before the sequence, then a valid convolution; other paddings unchanged."""
     import tensorflow as tf
 
-    if padding == "causal":  # as Conv1D.call: k - 1 zeros before the sequence, then a valid convolution
-        x = tf.pad(x, [[0, 0], [int(kernel.shape[0]) - 1, 0], [0, 0]])
-        padding = "valid"
-    return conv2d(x[:, None], kernel[None], padding)[:, 0]
+    if padding != "causal":
+        return x, padding
+    return tf.pad(x, [[0, 0], [int(kernel.shape[0]) - 1, 0], [0, 0]]), "valid"
