@@ -71,7 +71,7 @@ def install(model, mode: str = "forward", batch_size: int = 32) -> dict:
 
     import keras
 
-    for layer in (layer for layer in _walk(model) if eligible(layer)):
+    for layer in _eligible(model):
         choice = fastest(layer, batch_size) if mode == "fastest" else mode
         if choice == "forward":
             layer.convolution_op = functools.partial(_convolution_op, layer)
@@ -87,7 +87,7 @@ def installed(model) -> dict:
     """``{"forward": [layer names], "builtin": [layer names]}``: which gradients each eligible layer of
     ``model`` runs now."""
     got = {"forward": [], "builtin": []}
-    for layer in (layer for layer in _walk(model) if eligible(layer)):
+    for layer in _eligible(model):
         got["forward" if "convolution_op" in layer.__dict__ else "builtin"].append(layer.name)
     return got
 
@@ -127,8 +127,7 @@ def _timed(shape, kernel_shape, padding, batch_size, rounds, budget_s) -> str:
             return tape.gradient(y, [x, kernel])
         return run
 
-    runs = {"forward": step(lambda x, k, p: (conv1d if k.shape.rank == 3 else conv2d)(x, k, p)),
-            "builtin": step(_builtin)}
+    runs = {"forward": step(_forward), "builtin": step(_builtin)}
     best = {name: float("inf") for name in runs}
     for run in runs.values():
         run()  # trace and warm up
@@ -154,6 +153,10 @@ def _builtin(x, kernel, padding: str):
     return tf.nn.conv2d(x, kernel, 1, padding.upper())
 
 
+def _eligible(model):
+    return (layer for layer in _walk(model) if eligible(layer))
+
+
 def _walk(model):
     for layer in model.layers:
         yield layer
@@ -164,8 +167,13 @@ def _walk(model):
 def _convolution_op(layer, inputs, kernel):
     import tensorflow as tf
 
-    kernel = tf.convert_to_tensor(kernel)
-    return (conv1d if kernel.shape.rank == 3 else conv2d)(inputs, kernel, layer.padding)
+    return _forward(inputs, tf.convert_to_tensor(kernel), layer.padding)
+
+
+def _forward(x, kernel, padding: str):
+    """The convolution ``Conv1D`` or ``Conv2D`` runs, with this module's gradients (:func:`_builtin`: with
+    TensorFlow's)."""
+    return (conv1d if kernel.shape.rank == 3 else conv2d)(x, kernel, padding)
 
 
 def _pads(size: int, padding: str) -> tuple[int, int]:
