@@ -127,7 +127,9 @@ class TrainConfig:
     patience: int = opt(6, "early stopping: epochs without val-loss improvement", min=1)
     seed: int = opt(42, "seed of shuffling and augmentation", min=0)
     deterministic: bool = opt(False, "op determinism: byte-identical results on CPU (slower)")
-    mixed_precision: str = opt("auto", "mixed_float16 on GPU when auto", choices=["auto", "on", "off"])
+    mixed_precision: str = opt("auto", "on: mixed_float16; bfloat16: mixed_bfloat16 (CPUs with AMX or "
+                               "AVX-512 BF16); off: float32; auto: mixed_float16 on a GPU, else float32",
+                               choices=["auto", "on", "bfloat16", "off"])
     conv_backprop: str = opt("auto", "gradients of stride-1 Conv2D and Conv1D layers: forward (as forward "
                              "convolutions) or builtin (TensorFlow's kernels); auto: each layer's faster "
                              "one, timed on this machine (builtin on a GPU and when deterministic)",

@@ -26,7 +26,8 @@ Which is faster depends on the CPU: on AMD EPYC hosts with AVX2 these gradients 
 faster, while on an Intel Xeon with AVX-512 TensorFlow's own gradient kernels were 1.4x faster than them
 (benchmarks/README.md, "Training speed"). So ``train.conv_backprop: auto`` times both on this machine, as
 cuDNN's benchmark mode picks a GPU convolution's algorithm: :func:`fastest` runs one forward and backward pass
-of each trainable layer's shape at the training batch size, a few times each way, and keeps the faster; a
+of each trainable layer's shape at the training batch size and in its compute dtype (``float32``, or
+``bfloat16`` under ``train.mixed_precision: bfloat16``), a few times each way, and keeps the faster; a
 layer gets these gradients only when they are at least 5% and 0.5 ms per step faster. The floor keeps small
 layers, whose step of about a millisecond is mostly the cost of calling it, on TensorFlow's kernels: their
 choice saves nothing, and a coin-flip choice would change the rounding, and so the trained weights, from one
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 MARGIN = 0.95   # these gradients must take at most this share of TensorFlow's time to be chosen,
 MIN_SAVING_S = 5e-4  # and save at least this much per training step
-_FASTEST: dict = {}  # (input shape, kernel shape, padding, batch) -> "forward" | "builtin", for this process
+_FASTEST: dict = {}  # (input shape, kernel shape, padding, batch, dtype) -> "forward" | "builtin", this process
 
 
 def resolve(train_cfg) -> str:
@@ -104,19 +105,20 @@ def fastest(layer, batch_size: int, rounds: int = 5, budget_s: float = 1.0) -> s
         shape = (None,)
     if not layer.trainable or None in shape:
         return "builtin"
-    key = (shape, tuple(layer.kernel.shape), layer.padding, int(batch_size))
+    key = (shape, tuple(layer.kernel.shape), layer.padding, int(batch_size), layer.compute_dtype)
     if key not in _FASTEST:
         _FASTEST[key] = _timed(*key, rounds=rounds, budget_s=budget_s)
     return _FASTEST[key]
 
 
-def _timed(shape, kernel_shape, padding, batch_size, rounds, budget_s) -> str:
+def _timed(shape, kernel_shape, padding, batch_size, dtype, rounds, budget_s) -> str:
     import time
 
     import tensorflow as tf
 
-    x = tf.random.stateless_normal([batch_size, *shape], seed=[0, 0])
-    kernel = tf.random.stateless_normal(kernel_shape, seed=[0, 1])
+    # in the layer's compute dtype: under mixed_bfloat16, oneDNN runs other kernels than in float32
+    x = tf.cast(tf.random.stateless_normal([batch_size, *shape], seed=[0, 0]), dtype)
+    kernel = tf.cast(tf.random.stateless_normal(kernel_shape, seed=[0, 1]), dtype)
 
     def step(conv):
         @tf.function

@@ -7,7 +7,8 @@
 * ``default`` / ``mirrored`` / ``multiworker``: that one.
 
 ``train.cpu_devices: N`` splits the CPU into N logical devices, so MirroredStrategy can be tried without GPUs.
-``train.mixed_precision: auto`` trains in ``mixed_float16`` only when a GPU is present; ``on`` forces it.
+``train.mixed_precision: auto`` trains in ``mixed_float16`` only when a GPU is present; ``on`` forces it;
+``bfloat16`` trains in ``mixed_bfloat16`` (no loss scaling; fast where oneDNN has AMX or AVX-512 BF16).
 In multi-worker mode the task named ``chief`` (or worker 0 when the cluster has no chief) is the chief:
 it alone writes the run's files.
 
@@ -109,7 +110,9 @@ def _split_cpu(tf, n: int) -> None:
 
 
 def precision(train_cfg) -> str:
-    """The Keras dtype policy training uses: ``mixed_float16`` or ``float32``."""
+    """The Keras dtype policy training uses: ``mixed_float16``, ``mixed_bfloat16`` or ``float32``."""
+    if train_cfg.mixed_precision == "bfloat16":
+        return "mixed_bfloat16"
     if train_cfg.mixed_precision == "on" or (train_cfg.mixed_precision == "auto" and gpus()):
         return "mixed_float16"
     return "float32"

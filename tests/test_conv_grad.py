@@ -197,10 +197,31 @@ def test_fastest_picks_the_faster_gradients_and_times_a_shape_once(monkeypatch, 
     got = conv_grad.install(model, "fastest", batch_size=128)
     assert got == {expected: ["c1", "inner"], ("builtin" if expected == "forward" else "forward"): []}
     assert ("convolution_op" in model.get_layer("c1").__dict__) == (expected == "forward")
-    assert timed == [((8, 8, 1), (3, 3, 1, 4), "same", 128), ((8, 8, 4), (3, 3, 4, 4), "same", 128)]
+    assert timed == [((8, 8, 1), (3, 3, 1, 4), "same", 128, "float32"),
+                     ((8, 8, 4), (3, 3, 4, 4), "same", 128, "float32")]
     assert conv_grad.install(_model(), "fastest", batch_size=128) == got  # same shapes: not timed again
     assert len(timed) == 2
     assert conv_grad.installed(model) == got
+
+
+def test_fastest_times_a_mixed_bfloat16_layer_in_bfloat16(monkeypatch):
+    import keras
+
+    monkeypatch.setattr(conv_grad, "_FASTEST", {})
+    timed = []
+    real = conv_grad._timed
+    monkeypatch.setattr(conv_grad, "_timed", lambda *a, **k: timed.append(a) or real(*a, **k))
+    conv_grad.install(_model(), "fastest", batch_size=16)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = _model()
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    got = conv_grad.install(model, "fastest", batch_size=16)  # the same shapes, another dtype: timed again
+    assert sorted(got["forward"] + got["builtin"]) == ["c1", "inner"]
+    assert [key[4] for key in timed] == ["float32", "float32", "bfloat16", "bfloat16"]
+    assert model(np.ones((2, 8, 8, 1), "float32")).shape == (2, 3)
 
 
 def test_fastest_keeps_tensorflows_kernels_on_frozen_layers_untimed(monkeypatch):

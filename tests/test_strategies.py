@@ -77,17 +77,19 @@ def test_two_worker_processes_train_one_model(one_process, tmp_path_factory):
     assert abs(two - _accuracy(one_process["mirrored"])) <= 0.02
 
 
-def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path_factory, tmp_path):
+@pytest.mark.parametrize("setting, policy", [("on", "mixed_float16"), ("bfloat16", "mixed_bfloat16")])
+def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path_factory, tmp_path, setting, policy):
     from pipeline import models, train
 
     run_dir = copy_prepared(prepared_run(tmp_path_factory), tmp_path / "runs")
     cfg = config.load(DEFAULT_CONFIG, [s for s in sets("train.epochs=1", "train.verbose=0",
-                                                       'train.mixed_precision="on"') if s != "--set"])
+                                                       f'train.mixed_precision="{setting}"') if s != "--set"])
     args = (run_dir / "model" / "model.keras", run_dir / "data", cfg, run_dir / "train")
     summary = train.fit(*args)
-    assert summary["manifest"]["distribution"]["precision"] == "mixed_float16"
+    assert summary["manifest"]["distribution"]["precision"] == policy
     assert "resumed_from_epoch" not in summary
-    again = train.fit(*args)  # the checkpoint (loss-scale optimizer included) restores under mixed precision
+    assert summary["best_val_accuracy"] > 3 * CHANCE  # one epoch: learning, not yet converged
+    again = train.fit(*args)  # the checkpoint (a loss-scale optimizer included) restores under the policy
     assert again["resumed_from_epoch"] == 1
     saved = models.load(run_dir / "train" / "model.keras", compile=False)
     assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
