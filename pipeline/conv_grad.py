@@ -40,7 +40,7 @@ from __future__ import annotations
 
 MARGIN = 0.95   # these gradients must take at most this share of TensorFlow's time to be chosen,
 MIN_SAVING_S = 5e-4  # and save at least this much per training step
-_FASTEST: dict = {}  # (input shape, kernel shape, padding, batch, dtype) -> "forward" | "builtin", this process
+_FASTEST: dict = {}  # (input shape, kernel shape, padding, batch, dtype) -> "forward" | "builtin"
 
 
 def resolve(train_cfg) -> str:
