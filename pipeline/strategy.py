@@ -17,6 +17,7 @@ train`` calls it first thing; :func:`make` then builds the strategy once per pro
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -116,6 +117,20 @@ def precision(train_cfg) -> str:
     if train_cfg.mixed_precision == "on" or (train_cfg.mixed_precision == "auto" and gpus()):
         return "mixed_float16"
     return "float32"
+
+
+@contextlib.contextmanager
+def dtype_policy(policy: str):
+    """Keras' global dtype policy set to ``policy`` inside the block (models built there compute in it), and
+    put back afterwards: the rest of the process stays as it was."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 # ---------------------------------------------------------------- strategies

@@ -124,20 +124,14 @@ def discard_checkpoint(out_dir: Path) -> None:
 def training_model(model_path: Path, meta: dict, cfg, policy: str, runs_root: Path | str = "runs"):
     """The model to train: the built float32 model, or the same architecture rebuilt under the mixed
     policy (the softmax stays float32) with the built model's weights copied in."""
-    import keras
-
-    from pipeline import models
+    from pipeline import models, strategy
 
     built = models.load(model_path, compile=False)
     if policy == "float32":
         return built
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
+    with strategy.dtype_policy(policy):
         model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]), runs_root,
                              cfg.detect.stride, cfg.detect.boxes)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
     try:
         model.set_weights(built.get_weights())
     except ValueError:

@@ -34,15 +34,18 @@ def time_training(cfg, meta: dict, batch, steps: int, warmup: int = 5, jit_compi
     """Training images per second on one real batch held in memory: what the model consumes, input excluded.
 
     One ``fit`` of ``warmup + steps`` steps; the clock starts after the warm-up steps (tracing, first-step
-    allocations; XLA's compilation with ``jit_compile``) and stops after the last step.
+    allocations; XLA's compilation with ``jit_compile``) and stops after the last step. The model computes in
+    the dtype policy ``train.mixed_precision`` gives training on this machine.
     """
     import keras
     import tensorflow as tf
 
-    from pipeline import heads, models, train
+    from pipeline import heads, models, strategy, train
 
-    model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]), stride=cfg.detect.stride,
-                         boxes=cfg.detect.boxes)
+    policy = strategy.precision(cfg.train)
+    with strategy.dtype_policy(policy):  # as `cnnpipe train` builds it
+        model = models.build(cfg.model, meta["image_shape"], len(meta["class_names"]),
+                             stride=cfg.detect.stride, boxes=cfg.detect.boxes)
     batch_size = int(batch[0].shape[0])
     train.compile_model(model, dataclasses.replace(cfg.train, batch_size=batch_size), warmup + steps,
                         heads.loss(cfg, meta))
@@ -57,7 +60,7 @@ def time_training(cfg, meta: dict, batch, steps: int, warmup: int = 5, jit_compi
     ds = tf.data.Dataset.from_tensors(batch).cache().repeat(warmup + steps)
     model.fit(ds, epochs=1, verbose=0, shuffle=False, callbacks=[Clock()])
     seconds = marks[warmup + steps] - marks[warmup]
-    return {"steps": steps, "jit_compile": jit_compile, "seconds": round(seconds, 3),
+    return {"steps": steps, "jit_compile": jit_compile, "precision": policy, "seconds": round(seconds, 3),
             "images_per_second": round(steps * batch_size / max(seconds, 1e-9), 1)}
 
 
@@ -99,7 +102,7 @@ def bench_data(ctx: Context, epochs: int, batch_size: int | None, train_steps: i
         rate = result["training"]["images_per_second"]
         result["ratio"] = round(pipe["images_per_second"] / max(rate, 1e-9), 2)
         echo(f"  training: {rate:>12,.0f} images/s  ({train_steps} steps of {models.spec_name(cfg.model)}"
-             f"{', XLA' if jit_compile else ''}, input excluded)")
+             f"{', XLA' if jit_compile else ''}, {result['training']['precision']}, input excluded)")
         echo(f"  the input pipeline is {result['ratio']}x as fast as training consumes "
              f"({'ok' if result['ratio'] >= 1 else 'the pipeline is the bottleneck'})")
     epoch_time = meta["counts"]["train"] / max(pipe["images_per_second"], 1e-9)

@@ -176,5 +176,24 @@ def test_bench_data_times_xla_compiled_training(workdir, monkeypatch):
     figures = json.loads((workdir / "xla.json").read_text())
     assert figures["training"]["jit_compile"] is True and figures["training"]["steps"] == 2
     assert figures["training"]["images_per_second"] > 0
-    assert "2 steps of small, XLA, input excluded" in result.output
+    assert "2 steps of small, XLA, float32, input excluded" in result.output
     assert figures["env"] == {"TF_NUM_INTEROP_THREADS": "2"}
+
+
+def test_bench_data_times_the_configured_precision(workdir):
+    """`cnnpipe bench-data` times the model as `cnnpipe train` would train it: under
+    `train.mixed_precision: bfloat16`, in mixed_bfloat16; the process' policy is left as it was."""
+    import json
+
+    import keras
+
+    from conftest import invoke
+
+    assert invoke(["ingest", "--run", "bf16"]).exit_code == 0
+    result = invoke(["bench-data", "--run", "bf16", "--epochs", "1", "--train-steps", "2",
+                     "--set", "train.mixed_precision=bfloat16", "--json-out", "bf16.json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads((workdir / "bf16.json").read_text())
+    assert figures["training"]["precision"] == "mixed_bfloat16" and figures["training"]["steps"] == 2
+    assert "2 steps of small, mixed_bfloat16, input excluded" in result.output
+    assert keras.mixed_precision.global_policy().name == "float32"
