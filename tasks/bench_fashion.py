@@ -3,8 +3,8 @@ baseline, both trained through the pipeline for the same wall-clock budget, in t
 
 For each config: parameters, MACs per image, training images per second, wall time to reach 90% and 92%
 validation accuracy, float and int8 test accuracy, int8 file bytes, LiteRT float32 and int8 latency at batch 1
-on one thread (mean and p99) with LiteRT's default delegate (XNNPACK) and with its builtin kernels, and the
-TFLM arena.
+on one thread (mean and p99) with LiteRT's default delegate (XNNPACK), with its builtin kernels and, on a CPU
+with AMX, with XNNPACK kept off AMX, and the TFLM arena.
 """
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ CONFIGS = {"default": "fashion_mnist.yaml", "baseline": "fashion_baseline.yaml"}
 # (pipeline/schedules.py), up to this many: on a slow host fewer than train.epochs, on a fast one more.
 BUDGET_EPOCHS = {"default": 100}
 THRESHOLDS = (0.90, 0.92)
+# LiteRT latency, each as (table name, `cnnpipe bench --kernels`, --no-amx): XNNPACK (LiteRT's default on
+# CPUs), LiteRT's builtin kernels, and XNNPACK kept off AMX, timed only on a CPU that has AMX
+# (pipeline/amx.py: there XNNPACK's int8 kernels are 64 channels wide)
+LATENCY = {"latency_ms": ("latency", "default", False),
+           "latency_builtin_ms": ("builtin kernels", "builtin", False),
+           "latency_no_amx_ms": ("XNNPACK no AMX", "default", True)}
 
 
 def history_rows(path: Path) -> list[dict]:
@@ -39,8 +45,9 @@ def training_rate(rows: list[dict], train_images: int) -> float | None:
     return round(train_images * len(rows) / seconds, 1) if seconds else None
 
 
-def figures(work: Path, run: str, latency: dict, latency_builtin: dict | None = None) -> dict:
-    """Every figure of one trained and exported run, from the files the stages wrote."""
+def figures(work: Path, run: str, latency: dict) -> dict:
+    """Every figure of one trained and exported run, from the files the stages wrote; ``latency`` maps each
+    key of :data:`LATENCY` that was timed to its ``{"float32": ..., "int8": ...}`` figures."""
     from pipeline import artifacts
 
     run_dir = work / "runs" / run
@@ -60,8 +67,7 @@ def figures(work: Path, run: str, latency: dict, latency_builtin: dict | None = 
         "int8_drop_points": card["files"]["int8"]["parity"]["accuracy_drop_points"],
         "int8_bytes": card["files"]["int8"]["bytes"],
         "tflm_arena_bytes": card.get("micro", {}).get("arena_bytes"),
-        "latency_ms": latency,
-        "latency_builtin_ms": latency_builtin,
+        **latency,
     }
     for t in THRESHOLDS:
         out[f"seconds_to_{round(100 * t)}pct_val"] = time_to(rows, t)
@@ -87,20 +93,22 @@ def targets(results: dict) -> dict:
     }
 
 
-def compare(work: Path, repo: Path, budget_s: float, cnnpipe, bench) -> dict:
+def compare(work: Path, repo: Path, budget_s: float, cnnpipe, bench, amx: bool = False) -> dict:
     """Train, evaluate and export both configs for ``budget_s`` seconds of training each; collect figures.
 
-    ``cnnpipe(args, cwd)`` runs one command; ``bench(model_path, cwd, kernels)`` returns LiteRT latency
-    figures (``cnnpipe bench --kernels``)."""
+    ``cnnpipe(args, cwd)`` runs one command; ``bench(model_path, cwd, kernels, no_amx)`` returns LiteRT
+    latency figures (``cnnpipe bench --kernels [--no-amx]``); ``amx``: the CPU has AMX, so XNNPACK is also
+    timed without it."""
     results = {"budget_seconds": budget_s}
     for key, name in CONFIGS.items():
         cfg, run = repo / "configs" / name, f"fashion_{key}"  # not "default": the digits entry's run
         epochs = ["--set", f"train.epochs={BUDGET_EPOCHS[key]}"] if key in BUDGET_EPOCHS else []
         cnnpipe(["run", "--config", cfg, "--run", run, "--set", f"train.time_budget_s={budget_s}",
                  *epochs, "--set", "train.verbose=2"], work)
-        latency = {kernels: {fmt: bench(work / "exported" / run / f"model_{fmt}.tflite", work, kernels)
-                             for fmt in ("float32", "int8")} for kernels in ("default", "builtin")}
-        results[key] = figures(work, run, latency["default"], latency["builtin"])
+        latency = {name: {fmt: bench(work / "exported" / run / f"model_{fmt}.tflite", work, kernels, no_amx)
+                          for fmt in ("float32", "int8")}
+                   for name, (_, kernels, no_amx) in LATENCY.items() if amx or not no_amx}
+        results[key] = figures(work, run, latency)
     results["targets"] = targets(results)
     return results
 
@@ -112,7 +120,7 @@ def table(results: dict) -> str:
     for key in keys:
         a, b = (_cell(results[r][key], "accuracy" in key) for r in ("default", "baseline"))
         lines.append(f"{key:<32} {a:>14} {b:>14}")
-    for key, name in (("latency_ms", "latency"), ("latency_builtin_ms", "builtin kernels")):
+    for key, (name, _, _) in LATENCY.items():
         if not results["default"].get(key):
             continue
         for fmt in ("float32", "int8"):

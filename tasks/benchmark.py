@@ -75,12 +75,13 @@ def fashion_input(work: Path) -> dict:
     return out
 
 
-def bench_file(model: Path, work: Path, kernels: str = "default") -> dict:
+def bench_file(model: Path, work: Path, kernels: str = "default", no_amx: bool = False) -> dict:
     """LiteRT latency of one .tflite file at batch 1 on one thread (``cnnpipe bench``, 300 runs) with LiteRT's
-    ``kernels`` (default: its XNNPACK delegate; builtin: its own kernels without it)."""
-    result = work / f"bench_{model.parent.name}_{model.stem}_{kernels}.json"
-    _cnnpipe(["bench", model, "--runs", "300", "--threads", "1", "--kernels", kernels, "--json-out", result],
-             work)
+    ``kernels`` (default: its XNNPACK delegate; builtin: its own kernels without it), kept off AMX with
+    ``no_amx``."""
+    result = work / f"bench_{model.parent.name}_{model.stem}_{kernels}{'_no_amx' if no_amx else ''}.json"
+    _cnnpipe(["bench", model, "--runs", "300", "--threads", "1", "--kernels", kernels,
+              *(["--no-amx"] if no_amx else []), "--json-out", result], work)
     figures = json.loads(result.read_text())
     return {k: figures[k] for k in ("init_ms", "first_ms", "mean_ms", "p50_ms", "p99_ms")}
 
@@ -264,8 +265,9 @@ def _run_entry(name: str, work: Path, fashion_budget: float, full: bool, png_dir
         if fashion_budget > 0:
             from tasks import bench_fashion
 
+            amx = "amx_int8" in (cpu_info()["features"] or [])
             out["fashion_vs_baseline"] = bench_fashion.compare(work, REPO, fashion_budget, _cnnpipe,
-                                                               bench_file)
+                                                               bench_file, amx)
         return out
     if name in ("sequences", "tasks"):
         from tasks import bench_tasks

@@ -71,16 +71,22 @@ def predict(model, images, top_k, threads, as_json, mask_dir):
 @click.option("--kernels", type=click.Choice(["default", "builtin", "reference"]), default="default",
               show_default=True, help="LiteRT's default delegate (XNNPACK on CPUs), its builtin kernels "
               "without it, or its reference kernels.")
+@click.option("--no-amx", is_flag=True,
+              help="Keep XNNPACK off Intel AMX (Linux x86-64), so it runs the kernels of a CPU without AMX, "
+              "as on the devices the files go to; nothing changes on other CPUs.")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the figures to this JSON file.")
-def bench(model, runs, warmup, threads, kernels, json_out):
+def bench(model, runs, warmup, threads, kernels, no_amx, json_out):
     """Time MODEL (.tflite) at batch 1: init, first inference, mean / p50 / p99 per image."""
-    from pipeline import edge
+    from pipeline import amx, edge
 
+    if no_amx:
+        amx.deny()  # before the first interpreter: XNNPACK asks for AMX once, when it starts
     r = edge.bench(model, runs, warmup, threads, kernels)
+    r["no_amx"] = no_amx
     io = r["input"]
     click.echo(f"{model}  ({io['dtype']} input {io['shape']}, threads {threads or 'default'}, "
-               f"{kernels} kernels)")
+               f"{kernels} kernels{', no AMX' if no_amx else ''})")
     click.echo(f"  init            {r['init_ms']:10.3f} ms\n  first inference {r['first_ms']:10.3f} ms")
     for key in ("mean", "p50", "p99", "min", "max"):
         click.echo(f"  {key:<15} {r[key + '_ms']:10.3f} ms")

@@ -1,4 +1,6 @@
 """The Fashion-MNIST benchmark's arithmetic: time to a validation accuracy, training rate, targets."""
+import pytest
+
 from tasks import bench_fashion
 
 ROWS = [{"epoch": 0, "val_accuracy": 0.85, "epoch_s": 60.0, "time_s": 60.0},
@@ -44,8 +46,14 @@ def test_table_shows_both_kernel_sets():
         results[run]["latency_ms"], results[run]["latency_builtin_ms"] = lat(*xnn), lat(*builtin)
     results["targets"] = bench_fashion.targets(results)
     lines = bench_fashion.table(results).splitlines()
+    assert not any(line.startswith("XNNPACK no AMX") for line in lines)  # not timed: no row
     assert [line.split()[-2:] for line in lines if line.startswith("builtin kernels int8 mean_ms")] == \
         [["0.85", "0.2"]]
+    results["default"]["latency_no_amx_ms"], results["baseline"]["latency_no_amx_ms"] = lat(0.07, 0.3), \
+        lat(0.05, 0.1)
+    lines = bench_fashion.table(results).splitlines()
+    assert [line.split()[-2:] for line in lines if line.startswith("XNNPACK no AMX int8 mean_ms")] == \
+        [["0.07", "0.05"]]
     p99 = [line.split()[-2:] for line in lines if line.startswith("latency float32 p99_ms")]
     assert p99 == [["0.62", "0.14"]]
     assert "target int8_faster_than_float" in lines[-1] and "NOT met ([0.36, 0.31])" in lines[-1]
@@ -87,29 +95,37 @@ def test_training_profile_keeps_the_median_of_interleaved_rounds(tmp_path):
     assert result["variants"]["default"]["batch_size"] == 128  # configs/fashion_mnist.yaml's train.batch_size
 
 
-def test_compare_trains_each_config_under_its_own_run_name(tmp_path, monkeypatch):
+@pytest.mark.parametrize("amx", [False, True])
+def test_compare_trains_each_config_under_its_own_run_name(tmp_path, monkeypatch, amx):
     """The two configs run as fashion_default and fashion_baseline, never as `default` (the digits entry's
     run in the same scratch folder), each with the training budget (which plans the default's schedule up to
-    100 epochs; the baseline's runs until it), and both kernel sets are timed."""
-    calls, timed = [], []
+    100 epochs; the baseline's runs until it), and both kernel sets are timed; on a CPU with AMX XNNPACK is
+    timed without it too."""
+    calls, timed, latency = [], [], {}
 
     def fake_cnnpipe(args, cwd):
         calls.append([str(a) for a in args])
 
-    def fake_bench(path, cwd, kernels):
-        timed.append((path.parent.name, path.name, kernels))
+    def fake_bench(path, cwd, kernels, no_amx):
+        timed.append((path.parent.name, path.name, kernels, no_amx))
         return {"mean_ms": 0.3}
 
     made = {"fashion_default": _figures(0.93, 80_000, 0.1, 500.0, 0.35, 0.3),
             "fashion_baseline": _figures(0.915, 34_826, 0.1, None, 0.1, 0.07)}
-    monkeypatch.setattr(bench_fashion, "figures", lambda work, run, lat, lat_builtin: dict(made[run]))
-    results = bench_fashion.compare(tmp_path, bench_fashion.Path("/repo"), 300.0, fake_cnnpipe, fake_bench)
+    monkeypatch.setattr(bench_fashion, "figures",
+                        lambda work, run, lat: latency.setdefault(run, lat) and dict(made[run]))
+    results = bench_fashion.compare(tmp_path, bench_fashion.Path("/repo"), 300.0, fake_cnnpipe, fake_bench,
+                                    amx)
     assert [c[c.index("--run") + 1] for c in calls] == ["fashion_default", "fashion_baseline"]
     assert all("train.time_budget_s=300.0" in c for c in calls)
     assert "train.epochs=100" in calls[0] and not any(a.startswith("train.epochs") for a in calls[1])
     assert calls[0][2].endswith("configs/fashion_mnist.yaml")
     assert calls[1][2].endswith("configs/fashion_baseline.yaml")
-    assert len(timed) == 8 and {k for _, _, k in timed} == {"default", "builtin"}
+    kinds = {("default", False), ("builtin", False)} | ({("default", True)} if amx else set())
+    assert len(timed) == 4 * len(kinds) and {(k, n) for _, _, k, n in timed} == kinds
+    assert sorted(latency["fashion_default"]) == sorted(["latency_ms", "latency_builtin_ms"]
+                                                        + (["latency_no_amx_ms"] if amx else []))
+    assert latency["fashion_default"]["latency_ms"] == {"float32": {"mean_ms": 0.3}, "int8": {"mean_ms": 0.3}}
     assert results["default"]["params"] == 80_000 and results["baseline"]["params"] == 34_826
     assert results["targets"]["time_to_92_at_most_half_baseline"]["met"]
     assert not results["targets"]["int8_accuracy_at_least_94"]["met"]
