@@ -105,9 +105,9 @@ def compare(work: Path, repo: Path, budget_s: float, cnnpipe, bench, amx: bool =
         epochs = ["--set", f"train.epochs={BUDGET_EPOCHS[key]}"] if key in BUDGET_EPOCHS else []
         cnnpipe(["run", "--config", cfg, "--run", run, "--set", f"train.time_budget_s={budget_s}",
                  *epochs, "--set", "train.verbose=2"], work)
-        latency = {name: {fmt: bench(work / "exported" / run / f"model_{fmt}.tflite", work, kernels, no_amx)
+        latency = {kind: {fmt: bench(work / "exported" / run / f"model_{fmt}.tflite", work, kernels, no_amx)
                           for fmt in ("float32", "int8")}
-                   for name, (_, kernels, no_amx) in LATENCY.items() if amx or not no_amx}
+                   for kind, (_, kernels, no_amx) in LATENCY.items() if amx or not no_amx}
         results[key] = figures(work, run, latency)
     results["targets"] = targets(results)
     return results
