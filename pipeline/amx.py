@@ -15,8 +15,11 @@ Every other system call, and every other ``arch_prctl``, is untouched.
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import sys
+
+from pipeline.errors import PipelineError
 
 ARCH_REQ_XCOMP_PERM = 0x1023  # arch/x86/include/uapi/asm/prctl.h
 _NR_ARCH_PRCTL, _NR_SECCOMP = 158, 317  # x86-64 system call numbers
@@ -54,18 +57,23 @@ def supported() -> bool:
 
 
 def deny() -> None:
-    """Fail every later request for AMX in this process (all its threads) with ``EPERM``; raise OSError
-    where seccomp refuses, and do nothing where AMX cannot exist (:func:`supported`)."""
+    """Fail every later request for AMX in this process (all its threads) with ``EPERM``; do nothing where AMX
+    cannot exist (:func:`supported`). A kernel or sandbox that refuses the filter is a one-line error."""
     if not supported():
         return
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+        _refused("prctl(PR_SET_NO_NEW_PRIVS)")
     filters = (_Filter * len(_PROGRAM))(*(_Filter(*op) for op in _PROGRAM))
     program = _Program(len(_PROGRAM), filters)
     if libc.syscall(_NR_SECCOMP, _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC,
                     ctypes.byref(program)) != 0:
-        raise OSError(ctypes.get_errno(), "seccomp(SECCOMP_SET_MODE_FILTER) failed")
+        _refused("seccomp(SECCOMP_SET_MODE_FILTER)")
+
+
+def _refused(call: str):
+    raise PipelineError(f"--no-amx: this system refused {call} ({os.strerror(ctypes.get_errno())}), so AMX "
+                        "cannot be kept from XNNPACK here; time without --no-amx")
 
 
 def request() -> int:

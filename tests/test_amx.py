@@ -85,3 +85,24 @@ def test_bench_cli_no_amx(tiny_models, tmp_path):
     figures = json.loads((tmp_path / "b.json").read_text())
     assert figures["no_amx"] is True and figures["runs"] == 20 and figures["mean_ms"] > 0
     assert figures["input"]["dtype"] == "int8"
+
+
+def test_bench_cli_no_amx_where_seccomp_is_refused(tiny_models, tmp_path):
+    """A system without seccomp filters (here: the call made to fail) gets one error line, exit 1, and no
+    figures are written."""
+    model = tmp_path / "int8.tflite"
+    model.write_bytes(tiny_models["files"]["int8"])
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom pipeline import amx\n"
+            "from tasks.cli import cli\n"
+            "amx._NR_SECCOMP = 1_000_000  # no such system call: ENOSYS\n"
+            f"r = CliRunner().invoke(cli, ['bench', {str(model)!r}, '--runs', '5', '--no-amx', "
+            f"'--json-out', {str(tmp_path / 'b.json')!r}])\n"
+            "print(r.exit_code); print(r.output)")
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    code, *lines = out.stdout.splitlines()
+    assert code == "1" and "Traceback" not in out.stdout
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "refused seccomp(SECCOMP_SET_MODE_FILTER) (Function not implemented)" in errors[0]
+    assert not (tmp_path / "b.json").exists()
