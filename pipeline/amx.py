@@ -2,9 +2,9 @@
 
 On an Intel Xeon with AMX, XNNPACK's int8 convolutions run on AMX tiles 64 output channels wide
 (``xnn_qs8_qc8w_igemm_minmax_fp32_ukernel_16x64c4__avx512amx``). An edge model's layers have 8 to 64
-filters, so most of each tile computes nothing, and the int8 file ran 2x slower than on XNNPACK's AVX-512
-VNNI kernels on the same CPU (benchmarks/README.md, "Experiments"). No phone, Raspberry Pi or microcontroller
-has AMX, so those kernels say more about the devices the files go to.
+filters, so most of each tile computes nothing, and ResNet-8's int8 file ran 2x slower than on XNNPACK's
+AVX-512 VNNI kernels on the same CPU (benchmarks/README.md, "Why int8 won only 1.12x on the Intel host"). No
+phone, Raspberry Pi or microcontroller has AMX, so those kernels say more about the devices the files go to.
 
 Linux lets a process use AMX only after it asks (``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``),
 and XNNPACK falls back to its other x86 kernels when the request fails. :func:`deny` installs a seccomp
