@@ -13,13 +13,13 @@ from pipeline.errors import PipelineError
 
 REQUIREMENTS = "numpy>=1.23,<3\nai-edge-litert>=2.0,<3\nPillow>=9.1,<14\n"  # tested: 2.4 / 2.3 / 13.0
 _BLOCK = ("# <pipeline-imports>", "# </pipeline-imports>")
-# .npy sequences, .wav clips, task outputs
-INLINED = ("sequence.py", "audio.py", "decoding.py", "task_output.py")
+# .npy sequences, .wav clips, task outputs, `bench --no-amx`
+INLINED = ("sequence.py", "audio.py", "decoding.py", "task_output.py", "amx.py")
 
 
 def runtime_source() -> str:
-    """imaging.py, sequence.py, audio.py and edge.py as one script that needs only numpy, ai-edge-litert and
-    Pillow."""
+    """imaging.py, the :data:`INLINED` modules, edge.py and bundle_cli.py as one script that needs only numpy,
+    ai-edge-litert and Pillow."""
     here = Path(__file__).resolve().parent
     imaging, edge = (here / "imaging.py").read_text(), (here / "edge.py").read_text()
     cli = _without_pipeline_imports((here / "bundle_cli.py").read_text())

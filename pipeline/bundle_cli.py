@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipeline.amx import deny
 from pipeline.edge import KERNELS, bench, load_card, predict_each
 from pipeline.errors import PipelineError
 from pipeline.task_output import task_row
@@ -52,6 +53,8 @@ def main(argv=None) -> int:
         parser.add_argument("--kernels", choices=list(KERNELS), default="default",
                             help="LiteRT's default delegate (XNNPACK), its builtin kernels, or its "
                                  "reference kernels")
+        parser.add_argument("--no-amx", action="store_true",
+                            help="keep XNNPACK off Intel AMX (Linux x86-64), as on a CPU without it")
         parser.add_argument("positional_model", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -97,13 +100,17 @@ def _predict_cli(args) -> int:
 
 def _bench_cli(args) -> int:
     model = args.model or args.positional_model or default_model(Path(__file__).resolve().parent)
+    if args.no_amx:
+        deny()  # before the first interpreter: XNNPACK asks for AMX once, when it starts
     result = bench(model, args.runs, args.warmup, args.threads, args.kernels)
+    result["no_amx"] = args.no_amx
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         print(f"{result['model']}: init {result['init_ms']:.1f} ms, first {result['first_ms']:.2f} ms, "
               f"mean {result['mean_ms']:.3f} / p50 {result['p50_ms']:.3f} / p99 {result['p99_ms']:.3f} ms "
-              f"per image over {result['runs']} runs ({result['kernels']} kernels)")
+              f"per image over {result['runs']} runs ({result['kernels']} kernels"
+              f"{', no AMX' if args.no_amx else ''})")
     return 0
 
 

@@ -106,3 +106,19 @@ def test_bench_cli_no_amx_where_seccomp_is_refused(tiny_models, tmp_path):
     assert len(errors) == 1
     assert "refused seccomp(SECCOMP_SET_MODE_FILTER) (Function not implemented)" in errors[0]
     assert not (tmp_path / "b.json").exists()
+
+
+def test_bundle_bench_no_amx(tiny_models, tmp_path):
+    """The bundle's TensorFlow-free `predict.py bench --no-amx` carries the filter inlined and keeps its
+    process off AMX."""
+    from pipeline import bundle
+
+    bundle.write_runtime(tmp_path)
+    (tmp_path / "model_int8.tflite").write_bytes(tiny_models["files"]["int8"])
+    code = ("import runpy\nscript = runpy.run_path('predict.py')\n"
+            "code = script['main'](['bench', '--model', 'model_int8.tflite', '--runs', '5', '--no-amx'])\n"
+            "print('exit', code, 'amx request:', script['request']())")
+    out = _python(code, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "(default kernels, no AMX)" in out.stdout
+    assert f"exit 0 amx request: {errno.EPERM}" in out.stdout

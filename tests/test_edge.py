@@ -77,6 +77,9 @@ def test_bundle_predict_and_bench_without_tensorflow(bundle, tmp_path):
     assert result["model"].endswith("model_int8.tflite") and result["runs"] == 5 and result["p99_ms"] > 0
     out = _run(["predict.py", "bench", "--runs", "5", "--kernels", "builtin"], env, bundle["dir"])
     assert out.returncode == 0 and out.stdout.rstrip().endswith("(builtin kernels)"), out.stderr
+    out = _run(["predict.py", "bench", "--runs", "5", "--no-amx", "--json"], env, bundle["dir"])
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["no_amx"] is True and json.loads(out.stdout)["runs"] == 5
 
 
 def test_cnnpipe_predict_and_bench_without_tensorflow(bundle, tmp_path):
