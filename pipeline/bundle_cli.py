@@ -11,7 +11,6 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.amx import deny
 from pipeline.edge import KERNELS, bench, load_card, predict_each
 from pipeline.errors import PipelineError
 from pipeline.task_output import task_row
@@ -100,10 +99,7 @@ def _predict_cli(args) -> int:
 
 def _bench_cli(args) -> int:
     model = args.model or args.positional_model or default_model(Path(__file__).resolve().parent)
-    if args.no_amx:
-        deny()  # before the first interpreter: XNNPACK asks for AMX once, when it starts
-    result = bench(model, args.runs, args.warmup, args.threads, args.kernels)
-    result["no_amx"] = args.no_amx
+    result = bench(model, args.runs, args.warmup, args.threads, args.kernels, args.no_amx)
     if args.json:
         print(json.dumps(result, indent=1))
     else:

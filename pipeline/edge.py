@@ -21,6 +21,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 # <pipeline-imports>  replaced by bundle.write_runtime(), which inlines these modules above it in predict.py
+from pipeline.amx import deny
 from pipeline.audio import load_features
 from pipeline.errors import PipelineError
 from pipeline.imaging import load_image
@@ -295,9 +296,12 @@ def predict_files(model_path, image_paths, top_k: int = 3, card: dict | None = N
 
 
 def bench(model_path, runs: int = 100, warmup: int = 10, num_threads: int | None = None,
-          kernels: str = "default") -> dict:
+          kernels: str = "default", no_amx: bool = False) -> dict:
     """Latency at batch 1 with LiteRT's ``kernels``: init, first inference, then mean / p50 / p99 over
-    ``runs`` after ``warmup``."""
+    ``runs`` after ``warmup``. ``no_amx`` keeps XNNPACK off Intel AMX (:mod:`pipeline.amx`) for the rest of
+    the process, so only a command in a process of its own passes it, before any interpreter was made."""
+    if no_amx:
+        deny()  # pipeline/amx.py: refuse AMX to this process
     t0 = time.perf_counter()
     model = EdgeModel(model_path, num_threads, kernels=kernels)
     init_ms = (time.perf_counter() - t0) * 1e3
@@ -314,7 +318,8 @@ def bench(model_path, runs: int = 100, warmup: int = 10, num_threads: int | None
         model._run(x)
         times[i] = (time.perf_counter() - t0) * 1e3
     r = lambda v: round(float(v), 4)  # noqa: E731
-    return {"model": str(model.name), "threads": num_threads, "kernels": kernels, "runs": len(times),
-            "warmup": warmup, "input": model.input, "init_ms": r(init_ms), "first_ms": r(first_ms),
+    return {"model": str(model.name), "threads": num_threads, "kernels": kernels, "no_amx": no_amx,
+            "runs": len(times), "warmup": warmup, "input": model.input, "init_ms": r(init_ms),
+            "first_ms": r(first_ms),
             "mean_ms": r(times.mean()), "p50_ms": r(np.percentile(times, 50)),
             "p99_ms": r(np.percentile(times, 99)), "min_ms": r(times.min()), "max_ms": r(times.max())}

@@ -78,12 +78,9 @@ def predict(model, images, top_k, threads, as_json, mask_dir):
               help="Also write the figures to this JSON file.")
 def bench(model, runs, warmup, threads, kernels, no_amx, json_out):
     """Time MODEL (.tflite) at batch 1: init, first inference, mean / p50 / p99 per image."""
-    from pipeline import amx, edge
+    from pipeline import edge
 
-    if no_amx:
-        amx.deny()  # before the first interpreter: XNNPACK asks for AMX once, when it starts
-    r = edge.bench(model, runs, warmup, threads, kernels)
-    r["no_amx"] = no_amx
+    r = edge.bench(model, runs, warmup, threads, kernels, no_amx)
     io = r["input"]
     click.echo(f"{model}  ({io['dtype']} input {io['shape']}, threads {threads or 'default'}, "
                f"{kernels} kernels{', no AMX' if no_amx else ''})")
