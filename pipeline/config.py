@@ -47,6 +47,9 @@ def _check_lists(cfg: Config) -> None:
         from pipeline import augment_targets
 
         augment_targets.check(cfg.augment, cfg.model.task)
+        if cfg.export.flip_average:
+            raise ConfigError(f"export.flip_average: only for model.task: classify (a mirrored "
+                              f"{cfg.model.task} output would need mirroring back); got {cfg.model.task}")
     bad = [f for f in cfg.export.formats if f not in FORMATS]
     if bad or not cfg.export.formats:
         raise ConfigError(f"export.formats: {bad or '[]'} not in {', '.join(FORMATS)}")

@@ -170,6 +170,9 @@ class ExportConfig:
                                "each .tflite, as MediaPipe and TFLite Support read it")
     rgb_input: bool = opt(False, "give a grayscale model an RGB input (luminance computed inside the file), "
                                  "as camera frames arrive")
+    flip_average: bool = opt(False, "classifiers of images: each file also runs the model on the mirror "
+                                    "image (left-right) and returns the mean of the two outputs (test-time "
+                                    "augmentation: the same weights, twice the MACs and latency)")
 
 
 @dataclass

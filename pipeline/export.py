@@ -36,7 +36,7 @@ def representative_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def convert(model, fmt: str, rep_images: np.ndarray | None = None, io_dtype: str = "int8",
-            rgb_input: bool = False) -> bytes:
+            rgb_input: bool = False, flip_average: bool = False) -> bytes:
     """Convert a Keras model taking raw pixels to TFLite bytes in mode ``fmt``.
 
     float32: no quantization. float16: float16 weights. dynamic: int8 weights, float activations.
@@ -44,6 +44,8 @@ def convert(model, fmt: str, rep_images: np.ndarray | None = None, io_dtype: str
     the int8 graph). int16x8: int16 activations, int8 weights.
     ``rgb_input``: a grayscale model gets an RGB input, turned into luminance inside the file by a 1x1
     convolution with the weights training used (pipeline.imaging.to_channels); a no-op for RGB models.
+    ``flip_average``: the file runs the model on the image and on its mirror image (left-right) and returns
+    the mean of the two outputs (:func:`flip_average_probs`): the same weights, twice the MACs per image.
     """
     import tensorflow as tf
 
@@ -59,6 +61,9 @@ def convert(model, fmt: str, rep_images: np.ndarray | None = None, io_dtype: str
     def serve(pixels):
         if rgb:
             pixels = tf.nn.conv2d(pixels, luma, strides=1, padding="VALID")
+        if flip_average:
+            mirrored = tf.reverse(pixels, axis=[2])  # NHWC: the width axis
+            return (model(pixels, training=False) + model(mirrored, training=False)) * 0.5
         return model(pixels, training=False)
 
     # No trackable object: the converter then freezes the weights into constants (with Keras 3 models passing
@@ -94,6 +99,14 @@ def convert(model, fmt: str, rep_images: np.ndarray | None = None, io_dtype: str
 
     with quiet.filtered_stderr():  # the quantizer prints its settings on stderr
         return converter.convert()
+
+
+def flip_average_probs(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The Keras model's outputs on ``images`` (NHWC) averaged with its outputs on their mirror images, as a
+    file converted with ``flip_average`` computes them."""
+    images = images.astype(np.float32)
+    plain = model.predict(images, batch_size=batch_size, verbose=0)
+    return (plain + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)) * 0.5
 
 
 def parity(reference_probs: np.ndarray, probs: np.ndarray, labels: np.ndarray, class_names: list) -> dict:
@@ -165,8 +178,11 @@ def report_markdown(run: str, card: dict) -> str:
              f"Keras model test accuracy: {100 * card['keras']['accuracy']:.2f}% "
              f"on {card['keras']['n_test']} test images; gate: at most "
              f"{card['gate']['max_accuracy_drop']} points lost by a quantized file, at most "
-             f"{card['gate'].get('max_class_drop', 'any')} points of any one class's recall.", "",
-             "| file | format | size | accuracy | drop (points) | top-1 changed | max prob diff |",
+             f"{card['gate'].get('max_class_drop', 'any')} points of any one class's recall."
+             + (" Every file, and this Keras figure, is the mean of the outputs on the image and on its "
+                "mirror image (export.flip_average): twice the MACs per image." if card.get("flip_average")
+                else ""),
+             "", "| file | format | size | accuracy | drop (points) | top-1 changed | max prob diff |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for fmt, f in card["files"].items():
         p = f["parity"]

@@ -41,11 +41,12 @@ def _convert_one(cfg, fmt, model, rep_images, x_test, y_test, ref_probs, meta: d
     from pipeline import audit, edge, metadata
 
     class_names = meta["class_names"]
-    rgb = {"rgb_input": True} if cfg.export.rgb_input else {}  # the keyword only when asked for
-    blob = export.convert(model, fmt, rep_images, cfg.export.io_dtype, **rgb)
+    extra = {k: True for k in ("rgb_input", "flip_average") if getattr(cfg.export, k)}  # only when asked for
+    blob = export.convert(model, fmt, rep_images, cfg.export.io_dtype, **extra)
     if cfg.export.metadata and data.task(meta) == "classify":  # the card describes the file on disk
+        flip = "; the mean of the outputs on the image and its mirror" if cfg.export.flip_average else ""
         blob = metadata.embed(blob, class_names, name=f"cnnpipe image classifier ({fmt})",
-                              description=f"{len(class_names)} classes, trained on {cfg.data.source}")
+                              description=f"{len(class_names)} classes, trained on {cfg.data.source}{flip}")
     check = audit.audit(blob, fmt, io_dtype=cfg.export.io_dtype if fmt == "int8" else None,
                         name=export.FILE_NAMES[fmt])
     path = artifacts.write_bytes(staging / export.FILE_NAMES[fmt], blob)
@@ -104,6 +105,7 @@ def _card(cfg, run: str, meta: dict, model, keras_acc: float, n_test: int, files
         "gate": {"max_accuracy_drop": cfg.export.max_accuracy_drop,
                  "max_class_drop": cfg.export.max_class_drop, "passed": True, "failures": []},
         "representative_samples": rep_n,
+        "flip_average": cfg.export.flip_average,
         "files": files,
         **_task_card(cfg, meta, keras_acc),
     }
@@ -148,9 +150,16 @@ def export_run(cfg, run_dir: Path, model_path: Path, data_dir: Path, out: Path, 
     names = meta["class_names"]
     y_train = data.read_labels(data_dir, "train")  # calibration: labels streamed, only the sample decoded
     x_test, y_test = data.load_split(data_dir, "test", meta)
-    model = models.load(model_path, compile=False)
-    ref_probs = model.predict(x_test.astype(np.float32), batch_size=256, verbose=0)
     task = data.task(meta)
+    kind = (meta.get("encoding") or {}).get("kind", "images")  # sequences and spectrograms have no mirror
+    if cfg.export.flip_average and (task != "classify" or kind != "images"):
+        raise PipelineError(f"export.flip_average: only for classifiers of images; this run's inputs are "
+                            f"{kind} (model.task: {task}); nothing exported, {dest} unchanged")
+    model = models.load(model_path, compile=False)
+    if cfg.export.flip_average:  # the reference computes what the files compute
+        ref_probs = export.flip_average_probs(model, x_test)
+    else:
+        ref_probs = model.predict(x_test.astype(np.float32), batch_size=256, verbose=0)
     if task == "classify":
         keras_acc = float((ref_probs.argmax(1) == y_test).mean())
         picks = y_test

@@ -55,9 +55,11 @@ def figures(work: Path, run: str, latency: dict) -> dict:
     meta = artifacts.read_json(run_dir / "data" / "classes.json")
     summary = artifacts.read_json(run_dir / "model" / "summary.json")
     card = artifacts.read_json(work / "exported" / run / "model_card.json")
+    passes = 2 if card.get("flip_average") else 1  # the file runs the model on the image and its mirror
     out = {
         "params": summary["totals"]["params"],
-        "macs_per_image": summary["totals"]["macs"],
+        "flip_average": passes == 2,
+        "macs_per_image": summary["totals"]["macs"] * passes,
         "epochs": len(rows),
         "train_seconds": round(rows[-1]["time_s"], 1) if rows else None,
         "training_images_per_second": training_rate(rows, meta["counts"]["train"]),
@@ -137,6 +139,8 @@ def table(results: dict) -> str:
 def _cell(value, percent: bool = False) -> str:
     if value is None:
         return "never"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if percent:
         return f"{100 * value:.2f}%"
     if isinstance(value, int):

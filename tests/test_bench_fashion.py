@@ -129,3 +129,30 @@ def test_compare_trains_each_config_under_its_own_run_name(tmp_path, monkeypatch
     assert results["default"]["params"] == 80_000 and results["baseline"]["params"] == 34_826
     assert results["targets"]["time_to_92_at_most_half_baseline"]["met"]
     assert not results["targets"]["int8_accuracy_at_least_94"]["met"]
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_figures_count_both_passes_of_a_flip_averaged_file(tmp_path, flip):
+    """A file with export.flip_average runs the model twice per image: its MACs per image are twice the
+    model's, and the table says so."""
+    from pipeline import artifacts
+
+    run = tmp_path / "runs" / "r"
+    (run / "train").mkdir(parents=True)
+    (run / "train" / "history.csv").write_text(
+        "epoch,epoch_s,time_s,val_accuracy\n" + "".join(f"{r['epoch']},{r['epoch_s']},{r['time_s']},"
+                                                        f"{r['val_accuracy']}\n" for r in ROWS))
+    artifacts.write_json(run / "data" / "classes.json", {"counts": {"train": 54000}})
+    artifacts.write_json(run / "model" / "summary.json", {"totals": {"params": 78138, "macs": 9345920}})
+    parity = {"accuracy": 0.9401, "accuracy_drop_points": 0.05}
+    artifacts.write_json(tmp_path / "exported" / "r" / "model_card.json", {
+        "flip_average": flip, "keras": {"accuracy": 0.9406},
+        "files": {"int8": {"bytes": 99000, "parity": parity}}, "micro": {"arena_bytes": 45000}})
+    got = bench_fashion.figures(tmp_path, "r", {})
+    assert got["flip_average"] is flip and got["macs_per_image"] == 9345920 * (2 if flip else 1)
+    assert got["params"] == 78138 and got["epochs"] == 3 and got["seconds_to_92pct_val"] == 180.0
+    assert got["int8_test_accuracy"] == 0.9401 and got["tflm_arena_bytes"] == 45000
+    results = {"default": got, "baseline": dict(got, flip_average=False),
+               "targets": {}}
+    row = next(line for line in bench_fashion.table(results).splitlines() if line.startswith("flip_average"))
+    assert row.split()[1:] == ["yes" if flip else "no", "no"]
