@@ -76,6 +76,11 @@ def test_export_with_flip_average_publishes_mirror_invariant_files(own_run, tmp_
     assert np.abs(float_probs - ref).max() < 1e-5
     assert card["micro"]["tflm_matches_litert"] is True
     assert "mirror image (export.flip_average)" in (out / "report.md").read_text()
+    # the run report shows the evaluate stage's plain Keras accuracy and the flip-averaged one beside it
+    html = (out / "report.html").read_text()
+    plain = artifacts.read_json(run / "eval" / "metrics.json")["accuracy"]
+    assert f"<dt>Keras accuracy</dt><dd><strong>{100 * plain:.2f}%</strong>" in html
+    assert f"<dt>Keras, flip-averaged</dt><dd>{100 * card['keras']['accuracy']:.2f}%: the mean" in html
 
 
 def test_export_without_flip_average_says_so_and_has_no_mirror(own_run, tmp_path):
@@ -84,6 +89,7 @@ def test_export_without_flip_average_says_so_and_has_no_mirror(own_run, tmp_path
     card = json.loads((tmp_path / "exported" / "mine" / "model_card.json").read_text())
     assert card["flip_average"] is False
     assert all("REVERSE_V2" not in f["ops"] for f in card["files"].values())
+    assert "flip-averaged" not in (tmp_path / "exported" / "mine" / "report.html").read_text()
 
 
 def _tree(root):

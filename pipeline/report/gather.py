@@ -82,7 +82,9 @@ def evaluation(run_dir: Path, card: dict | None) -> dict | None:
         per_file = [(f["parity"].get("per_class", {}).get(name) or {}).get("accuracy") for _, f in files]
         rows.append({"name": name, "precision": m["precision"], "recall": m["recall"], "f1": m["f1-score"],
                      "support": m["support"], "files": per_file})
+    flip = bool((card or {}).get("flip_average"))  # the files average the image and its mirror (export)
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics.get("macro_f1"), "n_test": metrics["n_test"],
+            "flip_accuracy": card["keras"]["accuracy"] if flip else None,
             "confusion": figures.file_b64(Path(run_dir) / "eval" / "confusion_matrix.png"),
             "files": [{"fmt": fmt, "file": f["file"], "accuracy": f["parity"]["accuracy"],
                        "top1_changed": f["parity"].get("top1_changed")} for fmt, f in files],
