@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,12 @@ def tiny_models():
     from edge_models import build_tiny_models
 
     return build_tiny_models()
+
+
+@pytest.fixture
+def own_run(tiny_run, tmp_path, monkeypatch):
+    """A copy of the shared tiny run (trained once) as run ``mine`` in this test's own folder, the working
+    folder; returns the options that address it."""
+    shutil.copytree(tiny_run["run"], tmp_path / "runs" / "mine")
+    monkeypatch.chdir(tmp_path)
+    return ["--config", DEFAULT_CONFIG, "--run", "mine", *TINY]

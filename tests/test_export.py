@@ -1,23 +1,13 @@
 """The export stage: every quantization mode audited and evaluated, and the parity gate that refuses to
 publish a quantized file that lost accuracy."""
 import json
-import shutil
 
 import numpy as np
-import pytest
 
-from conftest import DEFAULT_CONFIG, TINY, invoke
+from conftest import invoke
 from pipeline import artifacts, export
 
 ALL = "export.formats=[float32, float16, dynamic, int8, int16x8]"
-
-
-@pytest.fixture
-def own_run(tiny_run, tmp_path, monkeypatch):
-    """A copy of the shared tiny run (trained once) in a folder of this test's own."""
-    shutil.copytree(tiny_run["run"], tmp_path / "runs" / "mine")
-    monkeypatch.chdir(tmp_path)
-    return ["--config", DEFAULT_CONFIG, "--run", "mine", *TINY]
 
 
 def _bundle(path):

@@ -5,14 +5,13 @@ The files must stay what they were for every runtime that ignores metadata: the 
 """
 import io
 import json
-import shutil
 import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DEFAULT_CONFIG, TINY, invoke
+from conftest import invoke
 from edge_models import NAMES
 from pipeline import artifacts, audit, edge, export, metadata, micro
 from pipeline.errors import PipelineError
@@ -166,14 +165,6 @@ def test_rgb_input_leaves_an_rgb_model_alone():
                               keras.layers.Softmax()])
     plain, rgb = export.convert(model, "float32"), export.convert(model, "float32", rgb_input=True)
     assert edge.ops(plain) == edge.ops(rgb) and edge.EdgeModel(rgb).input["shape"] == [1, 6, 6, 3]
-
-
-@pytest.fixture
-def own_run(tiny_run, tmp_path, monkeypatch):
-    """A copy of the shared tiny run (trained once) in this test's own folder."""
-    shutil.copytree(tiny_run["run"], tmp_path / "runs" / "mine")
-    monkeypatch.chdir(tmp_path)
-    return ["--config", DEFAULT_CONFIG, "--run", "mine", *TINY]
 
 
 def test_export_embeds_metadata_and_rgb_input_in_the_published_files(own_run, tmp_path):
