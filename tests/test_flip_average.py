@@ -1,12 +1,11 @@
 """Test-time flip averaging (export.flip_average): each file runs the model on the image and on its mirror
 image and returns the mean of the two outputs; the Keras reference of the parity figures does the same."""
 import json
-import shutil
 
 import numpy as np
 import pytest
 
-from conftest import DEFAULT_CONFIG, TINY, invoke, one_line_error
+from conftest import invoke, one_line_error
 from pipeline import artifacts, edge, export
 from pipeline.models import summary
 
@@ -42,14 +41,6 @@ def test_converted_file_averages_inside_and_shares_the_weights(tiny_models, fmt)
         assert summary.measure_arena(blob, x) > 0  # TFLM runs REVERSE_V2
 
 
-@pytest.fixture
-def own_run(tiny_run, tmp_path, monkeypatch):
-    """A copy of the shared tiny run (trained once) in this test's own folder."""
-    shutil.copytree(tiny_run["run"], tmp_path / "runs" / "mine")
-    monkeypatch.chdir(tmp_path)
-    return ["--config", DEFAULT_CONFIG, "--run", "mine", *TINY]
-
-
 def test_export_with_flip_average_publishes_mirror_invariant_files(own_run, tmp_path):
     result = invoke(["export", *own_run, "--set", "export.flip_average=true"])
     assert result.exit_code == 0, result.output
@@ -81,6 +72,16 @@ def test_export_with_flip_average_publishes_mirror_invariant_files(own_run, tmp_
     plain = artifacts.read_json(run / "eval" / "metrics.json")["accuracy"]
     assert f"<dt>Keras accuracy</dt><dd><strong>{100 * plain:.2f}%</strong>" in html
     assert f"<dt>Keras, flip-averaged</dt><dd>{100 * card['keras']['accuracy']:.2f}%: the mean" in html
+    # the labels the int8 file changes are counted against the Keras model averaged as the file averages
+    from pipeline.report import looks
+
+    meta = data.read_meta(run / "data")
+    int8_pred = edge.EdgeModel(out / "model_int8.tflite").predict(x).argmax(1)
+    passed = looks.test_pass(keras_model, run / "data", meta, out / "model_int8.tflite", flip_average=True)
+    assert passed["n_changed"] == int((int8_pred != ref.argmax(1)).sum())
+    assert passed["n_changed"] / len(y) == pytest.approx(card["files"]["int8"]["parity"]["top1_changed"],
+                                                         abs=1e-6)
+    assert passed["wrong"] == int((keras_model.predict(x, verbose=0).argmax(1) != y).sum())  # plain Keras
 
 
 def test_export_without_flip_average_says_so_and_has_no_mirror(own_run, tmp_path):

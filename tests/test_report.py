@@ -295,7 +295,9 @@ def test_fashion_mnist_report_in_chromium(workdir, tmp_path):
                      # export gates have their own tests, this one is about the page
                      "--set", "export.max_class_drop=100"])
     assert result.exit_code == 0, result.output
-    assert "Ankle boot" in (workdir / "exported" / "fashion" / "report.html").read_text()  # the bundle's copy
+    bundle_page = (workdir / "exported" / "fashion" / "report.html").read_text()
+    assert "Ankle boot" in bundle_page  # the bundle's copy
+    assert "Keras, flip-averaged" in bundle_page  # the config's files average the image and its mirror
     assert invoke(["report", "--run", "fashion"]).exit_code == 0
     html = (workdir / "runs" / "fashion" / "report.html").read_text()
     for name in ("T-shirt/top", "Trouser", "Ankle boot"):

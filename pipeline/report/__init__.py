@@ -72,7 +72,9 @@ def context(run_dir: Path, *, card: dict | None = None, files_dir: Path | None =
     totals = (layer_table or {}).get("totals", {})
     int8 = (card or {}).get("files", {}).get("int8", {}).get("file")
     int8_path = Path(files_dir) / int8 if int8 and files_dir and (Path(files_dir) / int8).is_file() else None
-    tests = looks.test_pass(model, run_dir / "data", meta, int8_path) if model is not None else None
+    flip = bool((card or {}).get("flip_average"))
+    tests = looks.test_pass(model, run_dir / "data", meta, int8_path, flip_average=flip) \
+        if model is not None else None
     ingest = mans.get("ingest") or {}
     return {
         "run": run_dir.name, "made": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "sections": SECTIONS,

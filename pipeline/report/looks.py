@@ -42,9 +42,11 @@ def _fit_channels(images: np.ndarray, channels: int) -> np.ndarray:
 
 
 def test_pass(model, data_dir: Path, meta: dict, int8_path: Path | None = None, keep: int = 24,
-              batch_size: int = 256) -> dict:
+              batch_size: int = 256, flip_average: bool = False) -> dict:
     """Run the test split through the Keras model (and the int8 file when given): the ``keep`` most
-    confident mistakes and the first ``keep`` images whose top-1 label the int8 file changes."""
+    confident mistakes and the first ``keep`` images whose top-1 label the int8 file changes.
+    ``flip_average``: the int8 file averages each image with its mirror image (export.flip_average), so its
+    labels are compared with the Keras model's averaged the same way."""
     from pipeline import edge
 
     names = meta["class_names"]
@@ -63,6 +65,9 @@ def test_pass(model, data_dir: Path, meta: dict, int8_path: Path | None = None, 
             (heapq.heappush if len(mistakes) < keep else heapq.heappushpop)(mistakes, item)
         n_wrong += int((pred != labels).sum())
         if qprobs is not None:
+            if flip_average:  # the Keras outputs the file's are measured against
+                probs = (probs + np.asarray(model(images[:, :, ::-1].astype(np.float32), training=False))) / 2
+                pred = probs.argmax(1)
             qpred = qprobs.argmax(1)
             n_int8_right += int((qpred == labels).sum())
             for i in np.flatnonzero(qpred != pred):
