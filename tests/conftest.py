@@ -96,3 +96,13 @@ def own_run(tiny_run, tmp_path, monkeypatch):
     shutil.copytree(tiny_run["run"], tmp_path / "runs" / "mine")
     monkeypatch.chdir(tmp_path)
     return ["--config", DEFAULT_CONFIG, "--run", "mine", *TINY]
+
+
+def file_hashes(root: Path, skip: tuple = ()) -> dict:
+    """{path relative to ``root``: SHA-256} of every file under ``root`` whose name is not in ``skip``; {}
+    when ``root`` does not exist. Tests compare two of these to show a command changed nothing."""
+    from pipeline import artifacts
+
+    root = Path(root)
+    return {p.relative_to(root).as_posix(): artifacts.sha256_file(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name not in skip} if root.exists() else {}

@@ -4,14 +4,10 @@ import json
 
 import numpy as np
 
-from conftest import invoke
+from conftest import file_hashes, invoke
 from pipeline import artifacts, export
 
 ALL = "export.formats=[float32, float16, dynamic, int8, int16x8]"
-
-
-def _bundle(path):
-    return {p.relative_to(path).as_posix(): artifacts.sha256_file(p) for p in path.rglob("*") if p.is_file()}
 
 
 def test_every_format_is_audited_and_evaluated(own_run, tmp_path):
@@ -51,7 +47,7 @@ def test_representative_sample_is_stratified():
 def test_broken_calibration_trips_the_gate_and_keeps_the_bundle(own_run, tmp_path, monkeypatch):
     assert invoke(["export", *own_run]).exit_code == 0
     bundle = tmp_path / "exported/mine"
-    before = _bundle(bundle)
+    before = file_hashes(bundle)
     real = export.convert
 
     def constant_calibration(model, fmt, rep_images=None, io_dtype="int8"):
@@ -65,7 +61,7 @@ def test_broken_calibration_trips_the_gate_and_keeps_the_bundle(own_run, tmp_pat
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "export gate failed: model_int8.tflite loses" in errors[0]
     assert "nothing published" in errors[0]
-    assert _bundle(bundle) == before
+    assert file_hashes(bundle) == before
     assert sorted(p.name for p in (tmp_path / "exported").iterdir()) == ["mine"]
     failed = (tmp_path / "runs/mine/export/report_failed.md").read_text()
     assert "| model_int8.tflite | int8 |" in failed

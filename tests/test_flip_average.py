@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import invoke, one_line_error
+from conftest import file_hashes, invoke, one_line_error
 from pipeline import artifacts, edge, export
 from pipeline.models import summary
 
@@ -95,8 +95,7 @@ def test_export_without_flip_average_says_so_and_has_no_mirror(own_run, tmp_path
 
 def _tree(root):
     """Every file's hash, less the run lock (it records the last command's process)."""
-    return {p.relative_to(root).as_posix(): artifacts.sha256_file(p) for p in root.rglob("*")
-            if p.is_file() and p.name != ".lock"}
+    return file_hashes(root, skip=(".lock",))
 
 
 @pytest.mark.parametrize("setting, code, needle", [

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import invoke
+from conftest import file_hashes, invoke
 from edge_models import NAMES
 from pipeline import artifacts, audit, edge, export, metadata, micro
 from pipeline.errors import PipelineError
@@ -216,16 +216,12 @@ def test_export_without_metadata_writes_plain_files(own_run, tmp_path):
 
 @pytest.mark.parametrize("key", ["export.rgb_input", "export.metadata"])
 def test_bad_values_exit_2_with_one_line_and_keep_the_bundle(own_run, tmp_path, key):
-    before = _tree(tmp_path)
+    before = file_hashes(tmp_path)
     result = invoke(["export", *own_run, "--set", f"{key}=maybe"])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and key in lines[0]
-    assert _tree(tmp_path) == before and not (tmp_path / "exported").exists()
-
-
-def _tree(root):
-    return {p.relative_to(root).as_posix(): artifacts.sha256_file(p) for p in root.rglob("*") if p.is_file()}
+    assert file_hashes(tmp_path) == before and not (tmp_path / "exported").exists()
 
 
 SUPPORT_SCRIPT = r'''

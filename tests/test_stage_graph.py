@@ -7,15 +7,10 @@ import time
 
 import pytest
 
-from conftest import DEFAULT_CONFIG, TINY, invoke, invoke_in, one_line_error
+from conftest import DEFAULT_CONFIG, TINY, file_hashes, invoke, invoke_in, one_line_error
 from pipeline import artifacts, export, lock, stages
 
 QUICK = ["--set", "train.epochs=2", "--set", "export.max_accuracy_drop=100"]
-
-
-def _tree(folder):
-    return {p.relative_to(folder).as_posix(): artifacts.sha256_file(p)
-            for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +32,21 @@ def mine(exported, tmp_path, monkeypatch):
 
 
 def test_changed_model_key_makes_train_refuse_its_stale_build(mine, tmp_path):
-    before = _tree(tmp_path / "runs/g/train")
+    before = file_hashes(tmp_path / "runs/g/train")
     result = invoke(["train", *mine, "--set", "model.filters=[16]"])
     one_line_error(result, 2, "stage build of run g is stale", "model.filters", "cnnpipe run --until train")
     assert "up to date" not in result.output
-    assert _tree(tmp_path / "runs/g/train") == before
+    assert file_hashes(tmp_path / "runs/g/train") == before
 
 
 def test_export_never_publishes_the_previous_configs_model(mine, tmp_path):
-    bundle = _tree(tmp_path / "exported/g")
+    bundle = file_hashes(tmp_path / "exported/g")
     result = invoke(["export", *mine, "--set", "train.learning_rate=0.001"])
     one_line_error(result, 2, "stage train of run g is stale", "train.learning_rate")
     (tmp_path / "runs/g/train/manifest.json").unlink()  # a retrain that was killed
     result = invoke(["export", *mine])
     one_line_error(result, 2, "stage train of run g is stale", "did not finish")
-    assert _tree(tmp_path / "exported/g") == bundle
+    assert file_hashes(tmp_path / "exported/g") == bundle
 
 
 def test_a_retrain_makes_every_downstream_stage_stale(mine, tmp_path):
@@ -86,7 +81,7 @@ def test_presentation_keys_never_make_a_stage_stale(mine, tmp_path):
 def test_deleted_or_edited_bundle_file_makes_export_run_again(mine, tmp_path):
     card = json.loads((tmp_path / "exported/g/model_card.json").read_text())
     listed = card["bundle_files"]
-    on_disk = {k: v for k, v in _tree(tmp_path / "exported/g").items() if k != "model_card.json"}
+    on_disk = {k: v for k, v in file_hashes(tmp_path / "exported/g").items() if k != "model_card.json"}
     assert listed == on_disk and "labels.txt" in listed and "micro/model_data.cc" in listed
     for damage in ("delete", "edit"):
         target = tmp_path / "exported/g/labels.txt"
@@ -106,7 +101,7 @@ def test_publishing_refuses_a_folder_it_did_not_make(mine, tmp_path):
     result = invoke(["export", *mine, "--set", "export.dest=data"])
     one_line_error(result, 1, "data/g: exists and is not a bundle cnnpipe published",
                    "refusing to replace it")
-    assert _tree(tmp_path / "data") == {"g/cat.jpg": artifacts.sha256_file(photos / "cat.jpg")}
+    assert file_hashes(tmp_path / "data") == {"g/cat.jpg": artifacts.sha256_file(photos / "cat.jpg")}
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["g"]  # no staging folder left
 
 
@@ -119,12 +114,12 @@ def test_run_name_must_be_a_plain_folder_name(workdir, run):
 
 def test_a_second_command_on_a_locked_run_stops_naming_the_holder(mine, tmp_path):
     run_dir = tmp_path / "runs/g"
-    before = _tree(run_dir / "train")
+    before = file_hashes(run_dir / "train")
     with lock.hold(run_dir, "cnnpipe train --run g"):
         result = invoke(["train", *mine, "--force"])
     line = one_line_error(result, 1, "run g is busy", "cnnpipe train --run g", "pid ")
     assert str(__import__("os").getpid()) in line
-    assert _tree(run_dir / "train") == before
+    assert file_hashes(run_dir / "train") == before
     # once released, the same command runs
     assert "up to date" in invoke(["evaluate", *mine]).output
 
@@ -143,13 +138,13 @@ def test_only_the_chief_evaluates_and_exports(mine, tmp_path, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
                                                 "task": {"type": "worker", "index": 1}}))
     (tmp_path / "runs/g/eval/manifest.json").unlink()
-    before = _tree(tmp_path / "exported")
+    before = file_hashes(tmp_path / "exported")
     for stage in ("evaluate", "export"):
         result = invoke([stage, *mine, "--set", "export.max_class_drop=0"])
         assert result.exit_code == 0, result.output
         assert "only the chief evaluates and exports" in result.output
     assert not (tmp_path / "runs/g/eval/manifest.json").exists()
-    assert _tree(tmp_path / "exported") == before
+    assert file_hashes(tmp_path / "exported") == before
 
 
 def test_a_corrupt_shard_is_found_by_its_sha256_before_training(mine, tmp_path):
@@ -161,15 +156,15 @@ def test_a_corrupt_shard_is_found_by_its_sha256_before_training(mine, tmp_path):
     import os
 
     os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    before = _tree(tmp_path / "runs/g/train")
+    before = file_hashes(tmp_path / "runs/g/train")
     result = invoke(["train", *mine, "--force"])
     one_line_error(result, 1, shard.name, "corrupt (sha256 differs from the ingest manifest)",
                    "cnnpipe ingest --force")
-    assert _tree(tmp_path / "runs/g/train") == before  # the last good training is kept
+    assert file_hashes(tmp_path / "runs/g/train") == before  # the last good training is kept
 
 
 def test_the_class_gate_catches_a_class_that_int8_wipes_out(mine, tmp_path, monkeypatch):
-    bundle = _tree(tmp_path / "exported/g")
+    bundle = file_hashes(tmp_path / "exported/g")
     real = export.convert
 
     def calibrate_on_one_class(model, fmt, rep_images=None, io_dtype="int8"):
@@ -186,7 +181,7 @@ def test_the_class_gate_catches_a_class_that_int8_wipes_out(mine, tmp_path, monk
     assert "## Gate failed" in failed and f"class '{name}'" in failed
     row = next(r for r in failed.splitlines() if r.startswith(f"| {name} |"))
     assert float(row.split("|")[3]) < -5.0  # the int8 column of the per-class table
-    assert _tree(tmp_path / "exported/g") == bundle
+    assert file_hashes(tmp_path / "exported/g") == bundle
 
 
 def test_rerun_with_nothing_changed_is_fast_and_imports_no_tensorflow(mine, tmp_path):
